@@ -1,0 +1,134 @@
+"""Typed values passed between the server and the engines."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Literal
+
+Task = Literal["transcribe", "translate"]
+
+
+@dataclass(frozen=True)
+class VadParams:
+    """Voice-activity detection settings (Silero VAD, as shipped with faster-whisper)."""
+
+    threshold: float = 0.5
+    speech_pad_ms: int = 400
+    min_silence_duration_ms: int = 2000
+
+
+@dataclass(frozen=True)
+class TranscribeOptions:
+    task: Task = "transcribe"
+    language: str | None = None  # ISO-639-1; None means detect
+    prompt: str | None = None
+    temperature: float = 0.0  # 0 = fallback ladder 0.0, 0.2 ... 1.0; >0 = sample at that value
+    word_timestamps: bool = False
+    token_logprobs: bool = False
+    vad: VadParams | None = field(default_factory=VadParams)  # None = whole file, no VAD
+
+
+@dataclass(frozen=True)
+class Word:
+    word: str
+    start: float
+    end: float
+    probability: float
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+@dataclass(frozen=True)
+class Segment:
+    id: int
+    seek: int
+    start: float
+    end: float
+    text: str
+    tokens: list[int]
+    temperature: float
+    avg_logprob: float
+    compression_ratio: float
+    no_speech_prob: float
+    text_token_count: int = 0  # tokens of text, timestamps and other special tokens excluded
+    words: list[Word] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    duration: float  # seconds of decoded audio
+    speech_duration: float  # seconds actually fed to the model (after VAD)
+
+
+class TranscriptionStream:
+    """Segments as the decoder produces them, plus what is known before decoding starts.
+
+    Iterate it to drive decoding; `close()` stops the work early (e.g. a client went away).
+    """
+
+    def __init__(
+        self,
+        segments: Iterator[Segment],
+        *,
+        language: str,
+        language_probability: float,
+        audio: AudioInfo,
+        prompt_tokens: int,
+        task: Task,
+    ):
+        self._segments = segments
+        self.language = language
+        self.language_probability = language_probability
+        self.audio = audio
+        self.prompt_tokens = prompt_tokens
+        self.task = task
+
+    def __iter__(self) -> Iterator[Segment]:
+        return self._segments
+
+    def close(self) -> None:
+        close = getattr(self._segments, "close", None)
+        if close:
+            close()
+
+    def collect(self) -> Transcript:
+        return Transcript(
+            language=self.language,
+            language_probability=self.language_probability,
+            audio=self.audio,
+            prompt_tokens=self.prompt_tokens,
+            task=self.task,
+            segments=list(self),
+        )
+
+
+@dataclass(frozen=True)
+class Transcript:
+    language: str
+    language_probability: float
+    audio: AudioInfo
+    prompt_tokens: int
+    task: Task
+    segments: list[Segment]
+
+    @property
+    def text(self) -> str:
+        return "".join(s.text for s in self.segments).strip()
+
+    @property
+    def words(self) -> list[Word]:
+        return [w for s in self.segments for w in s.words]
+
+    @property
+    def logprobs(self) -> list[TokenLogprob]:
+        return [lp for s in self.segments for lp in s.logprobs]
+
+    @property
+    def output_tokens(self) -> int:
+        return sum(s.text_token_count for s in self.segments)

@@ -1,0 +1,236 @@
+"""Speech-to-text with faster-whisper (CTranslate2), on CPU or CUDA."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterator
+
+from faster_whisper import WhisperModel
+from faster_whisper.vad import VadOptions
+
+from engines.audio import Audio
+from engines.errors import UnsupportedOptionError
+from engines.types import (
+    AudioInfo,
+    Segment,
+    TokenLogprob,
+    TranscribeOptions,
+    TranscriptionStream,
+    Word,
+)
+
+log = logging.getLogger("oyez.whisper")
+
+FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+class FasterWhisperEngine:
+    """One loaded Whisper model. Thread-safe: concurrent `transcribe` calls share the weights."""
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        *,
+        device: str = "auto",
+        compute_type: str = "default",
+        cpu_threads: int = 0,
+        num_workers: int = 1,
+        beam_size: int = 5,
+    ):
+        self.model = WhisperModel(
+            str(model_dir),
+            device=device,
+            compute_type=compute_type,
+            cpu_threads=cpu_threads,
+            num_workers=num_workers,
+            local_files_only=True,
+        )
+        self.device = self.model.model.device
+        self.compute_type = self.model.model.compute_type
+        self.multilingual = bool(self.model.model.is_multilingual)
+        self.beam_size = beam_size
+        self._token_bytes = lru_cache(maxsize=None)(self._token_bytes_uncached)
+
+    def transcribe(self, audio: Audio, options: TranscribeOptions) -> TranscriptionStream:
+        """Start decoding; segments come out of the returned stream as they are produced."""
+        self._check(options)
+        model = self.model
+        recorder = None
+        if options.token_logprobs:
+            # Per-request view of the model whose CTranslate2 `align` calls are recorded:
+            # the aligner scores every emitted text token, which gives its log probability.
+            model = copy.copy(self.model)
+            recorder = _AlignRecorder(self.model.model)
+            model.model = recorder
+        temperatures = FALLBACK_TEMPERATURES if options.temperature == 0 else (options.temperature,)
+        vad = options.vad
+        segments, info = model.transcribe(
+            audio.samples,
+            language=options.language,
+            task=options.task,
+            beam_size=self.beam_size,
+            temperature=list(temperatures),
+            initial_prompt=options.prompt or None,
+            word_timestamps=options.word_timestamps or options.token_logprobs,
+            vad_filter=vad is not None,
+            vad_parameters=(
+                VadOptions(
+                    threshold=vad.threshold,
+                    speech_pad_ms=vad.speech_pad_ms,
+                    min_silence_duration_ms=vad.min_silence_duration_ms,
+                )
+                if vad is not None
+                else None
+            ),
+        )
+        duration = audio.duration
+        prompt_tokens = len(self._encode(" " + options.prompt.strip())) if options.prompt else 0
+        return TranscriptionStream(
+            self._convert(segments, duration, recorder, options.word_timestamps),
+            language=info.language,
+            language_probability=float(info.language_probability or 0.0),
+            audio=AudioInfo(duration=duration, speech_duration=float(info.duration_after_vad or 0.0)),
+            prompt_tokens=prompt_tokens,
+            task=options.task,
+        )
+
+    def _check(self, options: TranscribeOptions) -> None:
+        if self.multilingual:
+            return
+        if options.task == "translate":
+            raise UnsupportedOptionError("This model is English-only and cannot translate.", "model")
+        if options.language not in (None, "en"):
+            raise UnsupportedOptionError(
+                f"This model is English-only; language {options.language!r} is not supported.", "language"
+            )
+
+    def _convert(self, segments, duration: float, recorder, keep_words: bool) -> Iterator[Segment]:
+        eot = self.model.hf_tokenizer.token_to_id("<|endoftext|>")
+        last_start = 0.0
+        try:
+            for index, seg in enumerate(segments):
+                text_tokens = [t for t in seg.tokens if t < eot]
+                start = _clamp(seg.start, last_start, duration)
+                end = _clamp(seg.end, start, duration)
+                last_start = start
+                words = []
+                if keep_words and seg.words:
+                    word_start = start
+                    for w in seg.words:
+                        ws = _clamp(w.start, word_start, end)
+                        we = _clamp(w.end, ws, end)
+                        words.append(Word(word=w.word.strip(), start=ws, end=we, probability=float(w.probability)))
+                        word_start = ws
+                logprobs = []
+                if recorder is not None:
+                    probs = recorder.take(text_tokens)
+                    logprobs = [
+                        self._logprob(token, prob) for token, prob in zip(text_tokens, probs)
+                    ] if probs is not None else []
+                yield Segment(
+                    id=index,
+                    seek=int(seg.seek),
+                    start=start,
+                    end=end,
+                    text=seg.text,
+                    tokens=list(seg.tokens),
+                    temperature=float(seg.temperature or 0.0),
+                    avg_logprob=float(seg.avg_logprob),
+                    compression_ratio=float(seg.compression_ratio),
+                    no_speech_prob=float(seg.no_speech_prob),
+                    text_token_count=len(text_tokens),
+                    words=words,
+                    logprobs=logprobs,
+                )
+        finally:
+            close = getattr(segments, "close", None)
+            if close:
+                close()
+
+    def _logprob(self, token_id: int, prob: float) -> TokenLogprob:
+        raw = self._token_bytes(token_id)
+        return TokenLogprob(
+            token=raw.decode("utf-8", errors="replace"),
+            logprob=math.log(prob) if prob > 0 else -1e4,
+            bytes=list(raw),
+        )
+
+    def _token_bytes_uncached(self, token_id: int) -> bytes:
+        piece = self.model.hf_tokenizer.id_to_token(token_id) or ""
+        decoder = _byte_decoder()
+        try:
+            return bytes(decoder[ch] for ch in piece)
+        except KeyError:
+            return piece.encode("utf-8")
+
+    def _encode(self, text: str) -> list[int]:
+        return self.model.hf_tokenizer.encode(text, add_special_tokens=False).ids
+
+
+class _AlignRecorder:
+    """Stands in for the CTranslate2 model of one request and records what `align` scored.
+
+    faster-whisper aligns each decoded window's text tokens once (for word timestamps);
+    the alignment returns each token's probability under the model given the audio and
+    the tokens before it. Segments of a window are yielded after its alignment, in order,
+    so `take` finds each segment's tokens in the records with a moving cursor.
+    """
+
+    def __init__(self, inner):
+        self._inner = inner
+        self._records: list[tuple[list[int], list[float]]] = []
+        self._record = 0
+        self._pos = 0
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def align(self, encoder_output, start_sequence, text_tokens, num_frames, **kwargs):
+        results = self._inner.align(encoder_output, start_sequence, text_tokens, num_frames, **kwargs)
+        for tokens, result in zip(text_tokens, results):
+            self._records.append((list(tokens), [float(p) for p in result.text_token_probs]))
+        return results
+
+    def take(self, tokens: list[int]) -> list[float] | None:
+        if not tokens:
+            return []
+        record, pos = self._record, self._pos
+        while record < len(self._records):
+            rec_tokens, rec_probs = self._records[record]
+            found = _find(rec_tokens, tokens, pos)
+            if found >= 0:
+                self._record, self._pos = record, found + len(tokens)
+                return rec_probs[found : found + len(tokens)]
+            record, pos = record + 1, 0
+        log.warning("no alignment recorded for a segment's tokens; its logprobs are omitted")
+        return None
+
+
+def _find(haystack: list[int], needle: list[int], start: int) -> int:
+    n = len(needle)
+    for i in range(start, len(haystack) - n + 1):
+        if haystack[i : i + n] == needle:
+            return i
+    return -1
+
+
+def _clamp(value: float, low: float, high: float) -> float:
+    return float(min(max(value, low), high))
+
+
+@lru_cache(maxsize=1)
+def _byte_decoder() -> dict[str, int]:
+    """Inverse of GPT-2's byte-to-unicode table, which Whisper's byte-level BPE uses."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs)}

@@ -1,0 +1,190 @@
+"""The FastAPI application: OpenAI's /v1/audio and /v1/models routes, health checks."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from contextlib import asynccontextmanager
+
+import anyio
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from engines.audio import decode_audio
+from engines.registry import EngineConfig, ModelRegistry
+from engines.types import TranscribeOptions, Transcript, VadParams
+from server.errors import APIError, install_error_handlers, invalid
+from server.params import TranscriptionRequest, parse_transcription
+from server.render import render
+from server.settings import Settings
+
+log = logging.getLogger("oyez.server")
+
+MAX_FORM_FIELDS = 1000
+MAX_FORM_FILES = 4
+MAX_TEXT_PART_BYTES = 16 * 1024 * 1024  # known_speaker_references data URLs can be a few MB
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    registry = ModelRegistry(
+        default_weights=settings.default_weights,
+        models=settings.models,
+        cache_dir=settings.cache_dir,
+        allow_downloads=settings.allow_downloads,
+        engine=EngineConfig(
+            device=settings.device,
+            compute_type=settings.compute_type,
+            cpu_threads=settings.cpu_threads,
+            num_workers=settings.num_workers,
+            beam_size=settings.beam_size,
+        ),
+    )
+    ready = threading.Event()
+
+    def preload() -> None:
+        for name in settings.preload:
+            try:
+                registry.engine(name)
+            except Exception:
+                log.exception("could not preload model %s", name)
+        ready.set()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        threading.Thread(target=preload, name="oyez-preload", daemon=True).start()
+        yield
+
+    app = FastAPI(title="Oyez", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.registry = registry
+    install_error_handlers(app)
+    # One limiter per model name: at most num_workers decodes of a model run at once,
+    # each in a worker thread, so the event loop keeps answering.
+    limiters: dict[str, anyio.CapacityLimiter] = {}
+
+    def limiter_for(model: str) -> anyio.CapacityLimiter:
+        if model not in limiters:
+            limiters[model] = anyio.CapacityLimiter(max(1, settings.num_workers))
+        return limiters[model]
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok"}
+
+    @app.get("/ready")
+    async def ready_check():
+        if not ready.is_set():
+            return JSONResponse({"status": "loading"}, status_code=503)
+        return {"status": "ready", "loaded": [m for m in registry.ids() if registry.is_loaded(m)]}
+
+    @app.get("/v1/models")
+    async def list_models():
+        return {"object": "list", "data": [_model_json(registry, m) for m in registry.ids()]}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def get_model(model_id: str):
+        registry.spec(model_id)  # 404 in OpenAI's envelope when unknown
+        return _model_json(registry, model_id)
+
+    async def handle(request: Request, task: str) -> Response:
+        _check_length(request, settings.max_upload_bytes)
+        form = await request.form(max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FIELDS, max_part_size=MAX_TEXT_PART_BYTES)
+        try:
+            req = parse_transcription(form, task)
+            spec = registry.spec(req.model)
+            _check_request(req, spec.kind)
+            size = req.file.size if req.file.size is not None else _file_size(req.file.file)
+            if size > settings.max_upload_bytes:
+                raise _too_large(settings.max_upload_bytes)
+            if size == 0:
+                raise APIError(400, "The audio file is empty.", param="file", code="invalid_audio")
+            options = _options(req, settings)
+            started = time.monotonic()
+
+            def work() -> Transcript:
+                engine = registry.engine(req.model)
+                audio = decode_audio(req.file.file, max_seconds=settings.max_audio_seconds)
+                return engine.transcribe(audio, options).collect()
+
+            transcript = await anyio.to_thread.run_sync(work, limiter=limiter_for(req.model))
+            log.info(
+                "%s model=%s format=%s audio=%.2fs took=%.2fs",
+                task, req.model, req.response_format, transcript.audio.duration, time.monotonic() - started,
+            )
+            return render(
+                transcript,
+                model=req.model,
+                response_format=req.response_format,
+                granularities=req.granularities,
+                include_logprobs=req.include_logprobs,
+            )
+        finally:
+            await form.close()
+
+    @app.post("/v1/audio/transcriptions")
+    async def transcriptions(request: Request):
+        return await handle(request, "transcribe")
+
+    @app.post("/v1/audio/translations")
+    async def translations(request: Request):
+        return await handle(request, "translate")
+
+    return app
+
+
+def _options(req: TranscriptionRequest, settings: Settings) -> TranscribeOptions:
+    if req.chunking.kind == "default":
+        vad = VadParams() if settings.vad_by_default else None
+    else:
+        vad = req.chunking.vad
+    return TranscribeOptions(
+        task=req.task,
+        language=req.language,
+        prompt=req.prompt,
+        temperature=req.temperature,
+        word_timestamps=req.response_format == "verbose_json" and "word" in req.granularities,
+        token_logprobs=req.include_logprobs,
+        vad=vad,
+    )
+
+
+def _check_request(req: TranscriptionRequest, kind: str) -> None:
+    if req.response_format == "diarized_json" and kind != "diarize":
+        raise invalid("response_format", "`diarized_json` is only available with the model `gpt-4o-transcribe-diarize`.")
+    if req.stream:
+        raise invalid("stream", "Streaming is not available on this server yet.")
+
+
+def _check_length(request: Request, limit: int) -> None:
+    """Refuse an oversized upload from its Content-Length header, before reading the body."""
+    raw = request.headers.get("content-length")
+    if raw and raw.isdigit() and int(raw) > limit + 64 * 1024:  # allow for the multipart framing
+        raise _too_large(limit)
+
+
+def _too_large(limit: int) -> APIError:
+    return APIError(
+        413, f"The uploaded file is too large; the limit is {limit / (1024 * 1024):g} MB.",
+        param="file", code="request_too_large",
+    )
+
+
+def _file_size(fh) -> int:
+    pos = fh.tell()
+    fh.seek(0, 2)
+    size = fh.tell()
+    fh.seek(pos)
+    return size
+
+
+def _model_json(registry: ModelRegistry, model_id: str) -> dict:
+    spec = registry.spec(model_id)
+    return {
+        "id": spec.id,
+        "object": "model",
+        "created": spec.created,
+        "owned_by": "oyez",
+        "loaded": registry.is_loaded(model_id),
+    }

@@ -1,0 +1,38 @@
+"""`oyez serve`: run the HTTP server."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="oyez", description="Self-hosted OpenAI-compatible speech-to-text server.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="start the HTTP server (settings also come from OYEZ_* variables)")
+    serve.add_argument("--host", help="address to bind (OYEZ_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to bind (OYEZ_PORT, default 8000)")
+    serve.add_argument("--log-level", help="debug, info, warning (OYEZ_LOG_LEVEL)")
+    args = parser.parse_args(argv)
+
+    import uvicorn
+
+    from server.app import create_app
+    from server.settings import Settings
+
+    overrides = {k: v for k, v in {"host": args.host, "port": args.port, "log_level": args.log_level}.items() if v is not None}
+    settings = Settings(**overrides)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=30,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""Render engine transcripts in OpenAI's response formats: json, text, srt, vtt, verbose_json."""
+
+from __future__ import annotations
+
+import math
+
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from engines.languages import language_name
+from engines.types import Segment, TokenLogprob, Transcript
+
+# One audio token per 20 ms of audio fed to the encoder: Whisper's encoder emits one
+# position per 20 ms (1,500 for a 30 s window). Silence that VAD removed is not counted.
+AUDIO_TOKENS_PER_SECOND = 50
+
+
+def uses_token_usage(model: str) -> bool:
+    """OpenAI bills gpt-4o-* transcription by tokens and whisper-1 by duration; so do we report."""
+    return model.startswith("gpt-4o")
+
+
+def duration_usage(transcript: Transcript) -> dict:
+    return {"type": "duration", "seconds": math.ceil(round(transcript.audio.duration, 3))}
+
+
+def token_usage(transcript: Transcript) -> dict:
+    audio_tokens = math.ceil(transcript.audio.speech_duration * AUDIO_TOKENS_PER_SECOND)
+    text_tokens = transcript.prompt_tokens
+    output = transcript.output_tokens
+    return {
+        "type": "tokens",
+        "input_tokens": audio_tokens + text_tokens,
+        "input_token_details": {"text_tokens": text_tokens, "audio_tokens": audio_tokens},
+        "output_tokens": output,
+        "total_tokens": audio_tokens + text_tokens + output,
+    }
+
+
+def usage_for(model: str, transcript: Transcript) -> dict:
+    return token_usage(transcript) if uses_token_usage(model) else duration_usage(transcript)
+
+
+def logprobs_json(logprobs: list[TokenLogprob]) -> list[dict]:
+    return [{"token": lp.token, "logprob": lp.logprob, "bytes": lp.bytes} for lp in logprobs]
+
+
+def render(
+    transcript: Transcript,
+    *,
+    model: str,
+    response_format: str,
+    granularities: frozenset[str] = frozenset({"segment"}),
+    include_logprobs: bool = False,
+) -> Response:
+    if response_format == "text":
+        return PlainTextResponse(transcript.text + "\n")
+    if response_format == "srt":
+        return PlainTextResponse(to_srt(transcript.segments), media_type="application/x-subrip")
+    if response_format == "vtt":
+        return PlainTextResponse(to_vtt(transcript.segments), media_type="text/vtt")
+    if response_format == "verbose_json":
+        return JSONResponse(verbose_json(transcript, granularities, include_logprobs))
+    body: dict = {"text": transcript.text}
+    if include_logprobs:
+        body["logprobs"] = logprobs_json(transcript.logprobs)
+    body["usage"] = usage_for(model, transcript)
+    return JSONResponse(body)
+
+
+def verbose_json(transcript: Transcript, granularities: frozenset[str], include_logprobs: bool) -> dict:
+    body: dict = {
+        "task": transcript.task,
+        "language": "english" if transcript.task == "translate" else language_name(transcript.language),
+        "duration": round(transcript.audio.duration, 3),
+        "text": transcript.text,
+    }
+    if "segment" in granularities:
+        body["segments"] = [_segment_json(s) for s in transcript.segments]
+    if "word" in granularities:
+        body["words"] = [{"word": w.word, "start": w.start, "end": w.end} for w in transcript.words]
+    if include_logprobs:
+        body["logprobs"] = logprobs_json(transcript.logprobs)
+    body["usage"] = duration_usage(transcript)
+    return body
+
+
+def _segment_json(s: Segment) -> dict:
+    return {
+        "id": s.id,
+        "seek": s.seek,
+        "start": s.start,
+        "end": s.end,
+        "text": s.text,
+        "tokens": s.tokens,
+        "temperature": s.temperature,
+        "avg_logprob": s.avg_logprob,
+        "compression_ratio": s.compression_ratio,
+        "no_speech_prob": s.no_speech_prob,
+    }
+
+
+def to_srt(segments: list[Segment]) -> str:
+    blocks = []
+    for i, s in enumerate(segments, start=1):
+        blocks.append(f"{i}\n{_timestamp(s.start, ',')} --> {_timestamp(s.end, ',')}\n{s.text.strip()}\n")
+    return "\n".join(blocks) + ("\n" if blocks else "")
+
+
+def to_vtt(segments: list[Segment]) -> str:
+    blocks = ["WEBVTT\n"]
+    for s in segments:
+        blocks.append(f"{_timestamp(s.start, '.')} --> {_timestamp(s.end, '.')}\n{s.text.strip()}\n")
+    return "\n".join(blocks) + "\n"
+
+
+def _timestamp(seconds: float, separator: str) -> str:
+    ms = max(0, int(round(seconds * 1000)))
+    hours, ms = divmod(ms, 3_600_000)
+    minutes, ms = divmod(ms, 60_000)
+    secs, ms = divmod(ms, 1000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{ms:03d}"

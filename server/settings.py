@@ -1,0 +1,44 @@
+"""Server settings, read from OYEZ_* environment variables (see the README's table)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OYEZ_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "info"
+
+    # Models
+    default_weights: str = Field(
+        "base", description="Weights behind every public model name: bundled `base` or `tiny.en`, a directory, or a repo id."
+    )
+    models: dict[str, str] = Field(
+        default_factory=dict,
+        description='JSON object of extra or overridden model names -> weights, e.g. {"whisper-1": "/models/large-v3"}.',
+    )
+    preload: list[str] = Field(default_factory=lambda: ["whisper-1"], description="Model names loaded at start.")
+    allow_downloads: bool = Field(False, description="Allow Hugging Face downloads for configured repo ids.")
+    cache_dir: Path = Field(Path("~/.cache/oyez"), description="Joined bundled weights and downloads.")
+
+    # Engine
+    device: str = Field("auto", description="auto, cpu or cuda.")
+    compute_type: str = Field("auto", description="auto (int8 on CPU, float16 on CUDA) or any CTranslate2 type.")
+    cpu_threads: int = Field(0, description="Threads per model on CPU; 0 = all cores.")
+    num_workers: int = Field(1, description="Concurrent decodes per loaded model.")
+    beam_size: int = 5
+
+    # Requests
+    vad_by_default: bool = Field(True, description="Voice-activity detection when the request sets no chunking_strategy.")
+    max_upload_mb: float = Field(25.0, description="Largest accepted upload (OpenAI's limit is 25 MB).")
+    max_audio_seconds: float = Field(4 * 3600.0, description="Longest accepted audio after decoding.")
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
