@@ -1,0 +1,72 @@
+"""Fixtures: a real Oyez server on 127.0.0.1 (a free port), the official OpenAI client, raw HTTP."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from tests.helpers import ROOT
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(env_overrides: dict[str, str], log_path) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    env = {**os.environ, "OYEZ_LOG_LEVEL": "info", **env_overrides}
+    log = open(log_path, "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}; see {log_path}")
+        try:
+            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError(f"server not ready in time; see {log_path}")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory):
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    proc, url = start_server({"OYEZ_PRELOAD": '["whisper-1"]'}, log)
+    yield url
+    stop_server(proc)
+
+
+@pytest.fixture(scope="session")
+def client(server_url):
+    from openai import OpenAI
+
+    return OpenAI(base_url=f"{server_url}/v1", api_key="sk-oyez-test", max_retries=0, timeout=300)
+
+
+@pytest.fixture(scope="session")
+def http(server_url):
+    with httpx.Client(base_url=server_url, timeout=300) as c:
+        yield c
