@@ -58,6 +58,24 @@ class Segment:
     text_token_count: int = 0  # tokens of text, timestamps and other special tokens excluded
     words: list[Word] = field(default_factory=list)
     logprobs: list[TokenLogprob] = field(default_factory=list)
+    speaker: str | None = None  # set by diarization
+
+
+class TextJoiner:
+    """Joins segment texts into the transcript text, piece by piece.
+
+    Streaming sends each piece as a delta and the non-streamed response uses the
+    same joiner, so the concatenated deltas always equal the full text.
+    """
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def add(self, segment: Segment) -> str:
+        piece = segment.text if self.text else segment.text.lstrip()
+        piece = piece.rstrip()
+        self.text += piece
+        return piece
 
 
 @dataclass(frozen=True)
@@ -119,7 +137,10 @@ class Transcript:
 
     @property
     def text(self) -> str:
-        return "".join(s.text for s in self.segments).strip()
+        joiner = TextJoiner()
+        for segment in self.segments:
+            joiner.add(segment)
+        return joiner.text
 
     @property
     def words(self) -> list[Word]:

@@ -57,7 +57,7 @@ class FasterWhisperEngine:
 
     def transcribe(self, audio: Audio, options: TranscribeOptions) -> TranscriptionStream:
         """Start decoding; segments come out of the returned stream as they are produced."""
-        self._check(options)
+        self.check(options)
         model = self.model
         recorder = None
         if options.token_logprobs:
@@ -98,7 +98,8 @@ class FasterWhisperEngine:
             task=options.task,
         )
 
-    def _check(self, options: TranscribeOptions) -> None:
+    def check(self, options: TranscribeOptions) -> None:
+        """Raise UnsupportedOptionError for options this model cannot honour."""
         if self.multilingual:
             return
         if options.task == "translate":

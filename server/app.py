@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -10,14 +11,16 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from sse_starlette import EventSourceResponse
 
 from engines.audio import decode_audio
 from engines.registry import EngineConfig, ModelRegistry
-from engines.types import TranscribeOptions, Transcript, VadParams
-from server.errors import APIError, install_error_handlers, invalid
+from engines.types import TranscribeOptions, VadParams
+from server.errors import APIError, error_body, install_error_handlers, invalid
 from server.params import TranscriptionRequest, parse_transcription
 from server.render import render
 from server.settings import Settings
+from server.streaming import stream_events
 
 log = logging.getLogger("oyez.server")
 
@@ -60,14 +63,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.registry = registry
     install_error_handlers(app)
-    # One limiter per model name: at most num_workers decodes of a model run at once,
-    # each in a worker thread, so the event loop keeps answering.
-    limiters: dict[str, anyio.CapacityLimiter] = {}
+    # Per model name, at most num_workers decodes run at once, each in a worker
+    # thread, so the event loop keeps answering.
+    slots: dict[str, asyncio.Semaphore] = {}
 
-    def limiter_for(model: str) -> anyio.CapacityLimiter:
-        if model not in limiters:
-            limiters[model] = anyio.CapacityLimiter(max(1, settings.num_workers))
-        return limiters[model]
+    def slots_for(model: str) -> asyncio.Semaphore:
+        if model not in slots:
+            slots[model] = asyncio.Semaphore(max(1, settings.num_workers))
+        return slots[model]
 
     @app.get("/health")
     async def health():
@@ -92,6 +95,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         _check_length(request, settings.max_upload_bytes)
         form = await request.form(max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FIELDS, max_part_size=MAX_TEXT_PART_BYTES)
         try:
+            # Everything that can fail on the request's fault happens here, before any
+            # response starts, so it answers a JSON 4xx even when a stream was asked for.
             req = parse_transcription(form, task)
             spec = registry.spec(req.model)
             _check_request(req, spec.kind)
@@ -101,27 +106,39 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if size == 0:
                 raise APIError(400, "The audio file is empty.", param="file", code="invalid_audio")
             options = _options(req, settings)
-            started = time.monotonic()
-
-            def work() -> Transcript:
-                engine = registry.engine(req.model)
-                audio = decode_audio(req.file.file, max_seconds=settings.max_audio_seconds)
-                return engine.transcribe(audio, options).collect()
-
-            transcript = await anyio.to_thread.run_sync(work, limiter=limiter_for(req.model))
-            log.info(
-                "%s model=%s format=%s audio=%.2fs took=%.2fs",
-                task, req.model, req.response_format, transcript.audio.duration, time.monotonic() - started,
-            )
-            return render(
-                transcript,
-                model=req.model,
-                response_format=req.response_format,
-                granularities=req.granularities,
-                include_logprobs=req.include_logprobs,
+            engine = await anyio.to_thread.run_sync(registry.engine, req.model)
+            engine.check(options)
+            audio = await anyio.to_thread.run_sync(
+                lambda: decode_audio(req.file.file, max_seconds=settings.max_audio_seconds)
             )
         finally:
             await form.close()
+        slots = slots_for(req.model)
+
+        if req.stream:
+            async def events():
+                async with slots:
+                    async for message in stream_events(
+                        lambda: engine.transcribe(audio, options), req.include_logprobs, error_body
+                    ):
+                        yield message
+
+            return EventSourceResponse(events(), ping=settings.sse_keepalive_seconds, sep="\n")
+
+        started = time.monotonic()
+        async with slots:
+            transcript = await anyio.to_thread.run_sync(lambda: engine.transcribe(audio, options).collect())
+        log.info(
+            "%s model=%s format=%s audio=%.2fs took=%.2fs",
+            task, req.model, req.response_format, transcript.audio.duration, time.monotonic() - started,
+        )
+        return render(
+            transcript,
+            model=req.model,
+            response_format=req.response_format,
+            granularities=req.granularities,
+            include_logprobs=req.include_logprobs,
+        )
 
     @app.post("/v1/audio/transcriptions")
     async def transcriptions(request: Request):
@@ -153,8 +170,6 @@ def _options(req: TranscriptionRequest, settings: Settings) -> TranscribeOptions
 def _check_request(req: TranscriptionRequest, kind: str) -> None:
     if req.response_format == "diarized_json" and kind != "diarize":
         raise invalid("response_format", "`diarized_json` is only available with the model `gpt-4o-transcribe-diarize`.")
-    if req.stream:
-        raise invalid("stream", "Streaming is not available on this server yet.")
 
 
 def _check_length(request: Request, limit: int) -> None:

@@ -61,6 +61,15 @@ def from_engine_error(exc: EngineError) -> APIError:
     return APIError(400, exc.message, param=exc.param)
 
 
+def error_body(exc: Exception) -> dict:
+    """The envelope for an exception raised while a stream is already under way."""
+    if isinstance(exc, APIError):
+        return exc.body()
+    if isinstance(exc, EngineError):
+        return from_engine_error(exc).body()
+    return APIError(500, "The server had an error while processing your request.", type="server_error").body()
+
+
 _STATUS_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large", 401: "invalid_api_key"}
 
 

@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     vad_by_default: bool = Field(True, description="Voice-activity detection when the request sets no chunking_strategy.")
     max_upload_mb: float = Field(25.0, description="Largest accepted upload (OpenAI's limit is 25 MB).")
     max_audio_seconds: float = Field(4 * 3600.0, description="Longest accepted audio after decoding.")
+    sse_keepalive_seconds: float = Field(10.0, description="Keep-alive comment interval on streams with no text.")
 
     @property
     def max_upload_bytes(self) -> int:

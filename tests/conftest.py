@@ -7,6 +7,8 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -51,12 +53,31 @@ def stop_server(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
+@dataclass
+class Server:
+    url: str
+    pid: int
+    log: Path
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def threads(self) -> int:
+        status = Path(f"/proc/{self.pid}/status").read_text()
+        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("Threads:")))
+
+
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory):
+def server(tmp_path_factory):
     log = tmp_path_factory.mktemp("server") / "server.log"
-    proc, url = start_server({"OYEZ_PRELOAD": '["whisper-1"]'}, log)
-    yield url
+    proc, url = start_server({"OYEZ_PRELOAD": '["whisper-1"]', "OYEZ_SSE_KEEPALIVE_SECONDS": "1"}, log)
+    yield Server(url=url, pid=proc.pid, log=log)
     stop_server(proc)
+
+
+@pytest.fixture(scope="session")
+def server_url(server):
+    return server.url
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,146 @@
+"""Streaming (stream=true): OpenAI's transcript.text.* server-sent events, end to end."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import openai
+import pytest
+
+from tests.helpers import DATA, read_wav, references, wav_bytes, wer
+
+REFS = references()
+JFK = DATA / "jfk.wav"
+
+
+def long_clip(seconds: float) -> bytes:
+    """Real speech clips, each followed by half a second of silence, repeated to `seconds`."""
+    clips = [read_wav(DATA / "jfk.wav"), read_wav(DATA / "librivox_0870.wav")]
+    gap = np.zeros(8000, np.float32)
+    parts, total, i = [], 0.0, 0
+    while total < seconds:
+        clip = clips[i % len(clips)]
+        parts += [clip, gap]
+        total += (len(clip) + len(gap)) / 16000
+        i += 1
+    return wav_bytes(np.concatenate(parts))
+
+
+def sse_events(response) -> list[dict]:
+    """Parse `data:` lines ourselves, as a client without the SDK would."""
+    events = []
+    for line in response.iter_lines():
+        if line.startswith("data: "):
+            events.append(json.loads(line[len("data: "):]))
+    return events
+
+
+def test_sdk_stream_matches_non_streamed(client):
+    events = list(client.audio.transcriptions.create(file=open(JFK, "rb"), model="gpt-4o-mini-transcribe", stream=True))
+    deltas = [e for e in events if e.type == "transcript.text.delta"]
+    assert deltas and events[-1].type == "transcript.text.done" and len(events) == len(deltas) + 1
+    done = events[-1]
+    assert done.text == "".join(d.delta for d in deltas)
+    plain = client.audio.transcriptions.create(file=open(JFK, "rb"), model="gpt-4o-mini-transcribe")
+    assert done.text == plain.text and wer(REFS["jfk.wav"], done.text) <= 0.10
+    assert done.usage.output_tokens == plain.usage.output_tokens and done.usage.total_tokens == plain.usage.total_tokens
+
+
+def test_whisper_1_streams_too(client):
+    events = list(client.audio.transcriptions.create(file=open(DATA / "librivox_0870.wav", "rb"), model="whisper-1", stream=True))
+    assert events[-1].type == "transcript.text.done"
+    assert wer(REFS["librivox_0870.wav"], events[-1].text) <= 0.15
+
+
+def test_stream_logprobs_per_delta_and_in_done(client):
+    events = list(client.audio.transcriptions.create(
+        file=open(JFK, "rb"), model="gpt-4o-transcribe", stream=True, include=["logprobs"]))
+    deltas, done = events[:-1], events[-1]
+    for d in deltas:
+        assert d.logprobs and "".join(lp.token for lp in d.logprobs).strip() == d.delta.strip()
+        assert all(lp.logprob <= 0 for lp in d.logprobs)
+    flat = [lp.logprob for d in deltas for lp in d.logprobs]
+    assert [lp.logprob for lp in done.logprobs] == flat
+    plain = client.audio.transcriptions.create(file=open(JFK, "rb"), model="gpt-4o-transcribe", include=["logprobs"])
+    assert [lp.logprob for lp in plain.logprobs] == pytest.approx(flat, abs=1e-4)
+
+
+def test_raw_http_event_shapes(http):
+    with open(JFK, "rb") as fh, http.stream("POST", "/v1/audio/transcriptions", files={"file": ("j.wav", fh)},
+                                           data={"model": "gpt-4o-transcribe", "stream": "true", "include[]": "logprobs"}) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        events = sse_events(r)
+    *deltas, done = events
+    for d in deltas:
+        assert set(d) == {"type", "delta", "logprobs"} and d["type"] == "transcript.text.delta"
+        assert all(set(lp) == {"token", "logprob", "bytes"} for lp in d["logprobs"])
+    assert set(done) == {"type", "text", "logprobs", "usage"} and done["type"] == "transcript.text.done"
+    assert set(done["usage"]) == {"type", "input_tokens", "input_token_details", "output_tokens", "total_tokens"}
+    with open(JFK, "rb") as fh, http.stream("POST", "/v1/audio/transcriptions", files={"file": ("j.wav", fh)},
+                                           data={"model": "whisper-1", "stream": "true"}) as r:
+        plain = sse_events(r)
+    assert all(set(e) == {"type", "delta"} for e in plain[:-1]) and set(plain[-1]) == {"type", "text", "usage"}
+
+
+def test_silence_streams_an_empty_done(http):
+    with open(DATA / "noise_only_8s.wav", "rb") as fh, http.stream(
+            "POST", "/v1/audio/transcriptions", files={"file": ("n.wav", fh)}, data={"model": "whisper-1", "stream": "true"}) as r:
+        events = sse_events(r)
+    assert len(events) == 1 and events[0]["type"] == "transcript.text.done" and events[0]["text"] == ""
+
+
+def test_deltas_arrive_while_later_audio_decodes(http):
+    """On a clip of over a minute, the first delta leaves long before the transcription ends."""
+    audio = long_clip(75)
+    started = time.monotonic()
+    first_delta = None
+    pings = 0
+    events = []
+    with http.stream("POST", "/v1/audio/transcriptions", files={"file": ("long.wav", audio, "audio/wav")},
+                     data={"model": "whisper-1", "stream": "true"}) as r:
+        for line in r.iter_lines():
+            if line.startswith(":"):
+                pings += 1
+            elif line.startswith("data: "):
+                event = json.loads(line[6:])
+                events.append(event)
+                if event["type"] == "transcript.text.delta" and first_delta is None:
+                    first_delta = time.monotonic() - started
+    total = time.monotonic() - started
+    deltas = [e for e in events if e["type"] == "transcript.text.delta"]
+    assert len(deltas) >= 3 and events[-1]["type"] == "transcript.text.done"
+    assert events[-1]["text"] == "".join(d["delta"] for d in deltas)
+    assert first_delta is not None and first_delta < 0.5 * total, (first_delta, total)
+    assert pings >= 2  # keep-alive comments (1 s apart in the test server) while windows decode
+    assert "ask not what your country can do for you" in events[-1]["text"]
+
+
+def test_client_disconnect_stops_decoding(server, http, client):
+    threads_before = server.threads()
+    audio = long_clip(240)  # several minutes of decoding if nobody stopped it
+    with http.stream("POST", "/v1/audio/transcriptions", files={"file": ("long.wav", audio, "audio/wav")},
+                     data={"model": "whisper-1", "stream": "true"}) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                break  # first delta: now hang up
+    deadline = time.monotonic() + 30
+    while "stream ended early" not in server.log_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "stream ended early" in server.log_text()
+    # The model's only worker is free again: the next request is answered at once, correctly.
+    result = client.audio.transcriptions.create(file=open(JFK, "rb"), model="whisper-1")
+    assert wer(REFS["jfk.wav"], result.text) <= 0.10
+    assert server.threads() <= threads_before + 2
+
+
+def test_errors_before_the_stream_are_json(http, client):
+    r = http.post("/v1/audio/transcriptions", files={"file": ("x.wav", b"not audio" * 50)},
+                  data={"model": "whisper-1", "stream": "true"})
+    assert r.status_code == 400 and r.headers["content-type"].startswith("application/json")
+    assert r.json()["error"]["param"] == "file"
+    with pytest.raises(openai.BadRequestError):
+        list(client.audio.transcriptions.create(file=open(JFK, "rb"), model="whisper-1", stream=True, language="xx"))
+    with pytest.raises(openai.NotFoundError):
+        list(client.audio.transcriptions.create(file=open(JFK, "rb"), model="nope", stream=True))

@@ -1,0 +1,92 @@
+"""Unit: the event layer, with fake segments (the real engine is covered end to end)."""
+
+from __future__ import annotations
+
+import json
+
+import anyio
+import pytest
+
+from engines.errors import AudioDecodeError
+from engines.types import AudioInfo, Segment, TokenLogprob, TranscriptionStream
+from server.errors import error_body
+from server.streaming import EventBuilder, stream_events
+
+
+def seg(i, text, speaker=None):
+    return Segment(id=i, seek=0, start=float(i), end=i + 0.9, text=text, tokens=[1, 2], temperature=0.0,
+                   avg_logprob=-0.1, compression_ratio=1.0, no_speech_prob=0.0, text_token_count=1,
+                   logprobs=[TokenLogprob(text, -0.5, list(text.encode()))], speaker=speaker)
+
+
+def fake_stream(segments, fail_after=None):
+    def gen():
+        for i, s in enumerate(segments):
+            if fail_after is not None and i == fail_after:
+                raise AudioDecodeError("the decoder broke")
+            yield s
+    return TranscriptionStream(gen(), language="en", language_probability=1.0, audio=AudioInfo(3.0, 3.0),
+                               prompt_tokens=0, task="transcribe")
+
+
+def collect(start, include_logprobs=False):
+    async def run():
+        return [json.loads(m["data"]) async for m in stream_events(start, include_logprobs, error_body)]
+    return anyio.run(run)
+
+
+def test_diarized_segments_get_segment_events_and_ids():
+    builder = EventBuilder(include_logprobs=False)
+    events = builder.on_segment(seg(0, " Thanks for calling.", "agent")) + builder.on_segment(seg(1, " Hi there.", "A"))
+    assert [e["type"] for e in events] == ["transcript.text.delta", "transcript.text.segment"] * 2
+    assert events[0] == {"type": "transcript.text.delta", "delta": "Thanks for calling.", "segment_id": "seg_001"}
+    assert events[1] == {"type": "transcript.text.segment", "id": "seg_001", "start": 0.0, "end": 0.9,
+                         "text": "Thanks for calling.", "speaker": "agent"}
+    assert events[2]["delta"] == " Hi there." and events[3]["speaker"] == "A" and events[3]["id"] == "seg_002"
+
+
+def test_plain_segments_have_no_segment_fields():
+    events = collect(lambda: fake_stream([seg(0, " One."), seg(1, " Two.")]), include_logprobs=True)
+    assert [e["type"] for e in events] == ["transcript.text.delta"] * 2 + ["transcript.text.done"]
+    assert events[-1]["text"] == "One. Two." and len(events[-1]["logprobs"]) == 2
+    assert "segment_id" not in events[0] and events[-1]["usage"]["type"] == "tokens"
+
+
+def test_failure_mid_stream_ends_with_an_error_event():
+    events = collect(lambda: fake_stream([seg(0, " One."), seg(1, " Two.")], fail_after=1))
+    assert events[0]["type"] == "transcript.text.delta"
+    assert events[-1] == {"type": "error", "error": {"message": "the decoder broke", "type": "invalid_request_error",
+                                                     "param": "file", "code": "invalid_audio"}}
+
+
+def test_unexpected_failure_hides_internals():
+    def start():
+        raise RuntimeError("secret internal detail")
+    events = collect(start)
+    assert events == [{"type": "error", "error": {"message": "The server had an error while processing your request.",
+                                                  "type": "server_error", "param": None, "code": None}}]
+    assert "secret" not in json.dumps(events)
+
+
+@pytest.mark.parametrize("n", [0, 1])
+def test_closing_stops_the_source(n):
+    closed = []
+
+    def gen():
+        try:
+            yield seg(0, " One.")
+            yield seg(1, " Two.")
+        finally:
+            closed.append(True)
+
+    stream = TranscriptionStream(gen(), language="en", language_probability=1.0, audio=AudioInfo(3.0, 3.0),
+                                 prompt_tokens=0, task="transcribe")
+
+    async def run():
+        agen = stream_events(lambda: stream, False, error_body)
+        for _ in range(n + 1):
+            await agen.__anext__()
+        await agen.aclose()
+
+    anyio.run(run)
+    assert closed == [True]
