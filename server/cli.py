@@ -13,7 +13,12 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--host", help="address to bind (OYEZ_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (OYEZ_PORT, default 8000)")
     serve.add_argument("--log-level", help="debug, info, warning (OYEZ_LOG_LEVEL)")
+    prepare = sub.add_parser("prepare", help="make every configured model's weights ready on disk (no server)")
+    prepare.add_argument("--model", action="append", help="model name(s); default: the preload list")
     args = parser.parse_args(argv)
+    if args.command == "prepare":
+        _prepare(args.model)
+        return
 
     import uvicorn
 
@@ -32,6 +37,21 @@ def main(argv: list[str] | None = None) -> None:
         log_level=settings.log_level,
         timeout_graceful_shutdown=30,
     )
+
+
+def _prepare(names: list[str] | None) -> None:
+    """Join bundled weights (or download configured ones, when allowed) ahead of time, e.g. in a Docker build."""
+    from engines.registry import ModelRegistry
+    from server.settings import Settings
+
+    settings = Settings()
+    registry = ModelRegistry(
+        default_weights=settings.default_weights, models=settings.models,
+        cache_dir=settings.cache_dir, allow_downloads=settings.allow_downloads,
+    )
+    for name in names or settings.preload:
+        path = registry.resolve_weights(registry.spec(name).weights)
+        print(f"{name}: {path}")
 
 
 if __name__ == "__main__":

@@ -76,3 +76,19 @@ def test_registry_names_and_sources(tmp_path):
     with pytest.raises(ModelUnavailableError, match="diarization"):
         reg.engine("gpt-4o-transcribe-diarize")
     assert not reg.is_loaded("gpt-4o-transcribe-diarize")
+
+
+def test_prepare_command_joins_bundled_weights(tmp_path):
+    """`oyez prepare` is what the Dockerfile runs at build time so containers start offline."""
+    import os
+    import subprocess
+    import sys
+
+    from engines.bundled import BASE_MODEL_BIN_SIZE
+    from tests.helpers import ROOT
+
+    env = {**os.environ, "OYEZ_CACHE_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-m", "server", "prepare", "--model", "whisper-1"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == f"whisper-1: {tmp_path / 'whisper-base'}"
+    assert (tmp_path / "whisper-base" / "model.bin").stat().st_size == BASE_MODEL_BIN_SIZE
