@@ -62,6 +62,9 @@ class Server:
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def open_files(self) -> int:
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
+
     def threads(self) -> int:
         status = Path(f"/proc/{self.pid}/status").read_text()
         return int(next(line.split()[1] for line in status.splitlines() if line.startswith("Threads:")))

@@ -118,7 +118,8 @@ def test_deltas_arrive_while_later_audio_decodes(http):
 
 
 def test_client_disconnect_stops_decoding(server, http, client):
-    threads_before = server.threads()
+    client.audio.transcriptions.create(file=open(JFK, "rb"), model="whisper-1")  # worker threads exist already
+    threads_before, fds_before = server.threads(), server.open_files()
     audio = long_clip(240)  # several minutes of decoding if nobody stopped it
     with http.stream("POST", "/v1/audio/transcriptions", files={"file": ("long.wav", audio, "audio/wav")},
                      data={"model": "whisper-1", "stream": "true"}) as r:
@@ -132,7 +133,11 @@ def test_client_disconnect_stops_decoding(server, http, client):
     # The model's only worker is free again: the next request is answered at once, correctly.
     result = client.audio.transcriptions.create(file=open(JFK, "rb"), model="whisper-1")
     assert wer(REFS["jfk.wav"], result.text) <= 0.10
+    deadline = time.monotonic() + 20  # idle worker threads may linger a few seconds before they exit
+    while server.threads() > threads_before + 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert server.threads() <= threads_before + 2
+    assert server.open_files() <= fds_before + 2  # no spooled upload or other file left open
 
 
 def test_errors_before_the_stream_are_json(http, client):
