@@ -31,19 +31,7 @@ MAX_TEXT_PART_BYTES = 16 * 1024 * 1024  # known_speaker_references data URLs can
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    registry = ModelRegistry(
-        default_weights=settings.default_weights,
-        models=settings.models,
-        cache_dir=settings.cache_dir,
-        allow_downloads=settings.allow_downloads,
-        engine=EngineConfig(
-            device=settings.device,
-            compute_type=settings.compute_type,
-            cpu_threads=settings.cpu_threads,
-            num_workers=settings.num_workers,
-            beam_size=settings.beam_size,
-        ),
-    )
+    registry = build_registry(settings)
     ready = threading.Event()
 
     def preload() -> None:
@@ -149,6 +137,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return await handle(request, "translate")
 
     return app
+
+
+def build_registry(settings: Settings) -> ModelRegistry:
+    return ModelRegistry(
+        default_weights=settings.default_weights,
+        models=settings.models,
+        cache_dir=settings.cache_dir,
+        allow_downloads=settings.allow_downloads,
+        engine=EngineConfig(
+            device=settings.device,
+            compute_type=settings.compute_type,
+            cpu_threads=settings.cpu_threads,
+            num_workers=settings.num_workers,
+            beam_size=settings.beam_size,
+        ),
+    )
 
 
 def _options(req: TranscriptionRequest, settings: Settings) -> TranscribeOptions:

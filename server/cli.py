@@ -41,14 +41,11 @@ def main(argv: list[str] | None = None) -> None:
 
 def _prepare(names: list[str] | None) -> None:
     """Join bundled weights (or download configured ones, when allowed) ahead of time, e.g. in a Docker build."""
-    from engines.registry import ModelRegistry
+    from server.app import build_registry
     from server.settings import Settings
 
     settings = Settings()
-    registry = ModelRegistry(
-        default_weights=settings.default_weights, models=settings.models,
-        cache_dir=settings.cache_dir, allow_downloads=settings.allow_downloads,
-    )
+    registry = build_registry(settings)
     for name in names or settings.preload:
         path = registry.resolve_weights(registry.spec(name).weights)
         print(f"{name}: {path}")

@@ -87,8 +87,6 @@ async def stream_events(
                 yield sse_data(event)
         finished = True
         yield sse_data(builder.done(stream))
-    except anyio.get_cancelled_exc_class():
-        raise
     except Exception as exc:  # the stream has started: report in-band, then end it
         log.exception("stream failed after %d segments", produced)
         yield sse_data({"type": "error", **error_body(exc)})
