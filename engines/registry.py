@@ -14,6 +14,7 @@ from pathlib import Path
 
 from engines.bundled import bundled_names, bundled_path
 from engines.errors import ModelNotFoundError, ModelUnavailableError
+from engines.types import DiarizerConfig
 from engines.whisper import FasterWhisperEngine
 
 log = logging.getLogger("oyez.models")
@@ -61,10 +62,14 @@ class ModelRegistry:
         cache_dir: Path,
         allow_downloads: bool = False,
         engine: EngineConfig = EngineConfig(),
+        diarizer: DiarizerConfig = DiarizerConfig(),
     ):
         self.cache_dir = Path(cache_dir).expanduser()
         self.allow_downloads = allow_downloads
         self.engine_config = engine
+        self.diarizer_config = diarizer
+        self._diarizer = None
+        self._diarizer_lock = threading.Lock()
         created = int(time.time())
         specs = {name: ModelSpec(name, default_weights, created=created) for name in PUBLIC_MODELS}
         specs[DIARIZE_MODEL] = ModelSpec(DIARIZE_MODEL, default_weights, kind="diarize", created=created)
@@ -87,16 +92,41 @@ class ModelRegistry:
 
     def is_loaded(self, name: str) -> bool:
         spec = self._specs.get(name)
-        return spec is not None and spec.kind == "speech" and spec.weights in self._engines
+        if spec is None or spec.weights not in self._engines:
+            return False
+        return spec.kind == "speech" or self._diarizer is not None
 
-    def engine(self, name: str) -> FasterWhisperEngine:
-        """The loaded engine for a model name, loading it on first use (blocking; call off the event loop)."""
+    def engine(self, name: str):
+        """The loaded engine for a model name, loading it on first use (blocking; call off the event loop).
+
+        Speech models give a FasterWhisperEngine; the diarize model a DiarizingTranscriber
+        (the same Whisper weights plus the diarization pipeline).
+        """
         spec = self.spec(name)
         if spec.kind == "diarize":
-            raise ModelUnavailableError(
-                f"The model `{name}` (speaker diarization) is not available on this server yet."
-            )
-        weights = spec.weights
+            from engines.diarized import DiarizingTranscriber
+
+            diarizer = self.diarizer()
+            asr = self._speech_engine(name, spec.weights)
+            return DiarizingTranscriber(asr, diarizer, self.diarizer_config.match_threshold)
+        return self._speech_engine(name, spec.weights)
+
+    def diarizer(self):
+        """The diarization pipeline, loaded once (needs the `diarize` extra)."""
+        if self._diarizer is None:
+            with self._diarizer_lock:
+                if self._diarizer is None:
+                    try:
+                        from engines.diarize import PyannoteDiarizer
+                    except ImportError as exc:
+                        raise ModelUnavailableError(
+                            "Speaker diarization is not installed on this server "
+                            f"(install the `diarize` extra: pip install 'oyez[diarize]'; {exc})."
+                        ) from None
+                    self._diarizer = PyannoteDiarizer(self.diarizer_config)
+        return self._diarizer
+
+    def _speech_engine(self, name: str, weights: str) -> FasterWhisperEngine:
         engine = self._engines.get(weights)
         if engine is not None:
             return engine

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator, Literal
 
 Task = Literal["transcribe", "translate"]
@@ -18,6 +19,32 @@ class VadParams:
 
 
 @dataclass(frozen=True)
+class DiarizerConfig:
+    """How to build the diarization pipeline (engines/diarize.py); see the README's settings."""
+
+    pipeline: str | None = None  # None = embedded (segmentation-3.0 + CAM++); else a pipeline dir or Hub id
+    hf_token: str | None = None
+    allow_downloads: bool = False
+    cache_dir: Path = Path("~/.cache/oyez")
+    device: str = "auto"
+    threads: int = 1  # torch CPU threads; 0 = torch's default (all cores)
+    # Embedded pipeline hyper-parameters, chosen on data (README, "Diarization").
+    clustering_threshold: float = 0.7
+    min_cluster_size: int = 12
+    segmentation_step: float = 0.1
+    # Cosine similarity a cluster needs with a known speaker's reference to take the name.
+    match_threshold: float = 0.5
+
+
+@dataclass(frozen=True, eq=False)
+class KnownSpeaker:
+    """A named voice to recognise in diarized audio: a 2-10 s reference clip, 16 kHz mono float32."""
+
+    name: str
+    samples: object  # numpy.ndarray (kept untyped so this module needs no numpy import)
+
+
+@dataclass(frozen=True)
 class TranscribeOptions:
     task: Task = "transcribe"
     language: str | None = None  # ISO-639-1; None means detect
@@ -26,6 +53,7 @@ class TranscribeOptions:
     word_timestamps: bool = False
     token_logprobs: bool = False
     vad: VadParams | None = field(default_factory=VadParams)  # None = whole file, no VAD
+    known_speakers: tuple[KnownSpeaker, ...] = ()  # diarization only
 
 
 @dataclass(frozen=True)

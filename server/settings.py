@@ -34,6 +34,22 @@ class Settings(BaseSettings):
     num_workers: int = Field(1, description="Concurrent decodes per loaded model.")
     beam_size: int = 5
 
+    # Diarization (gpt-4o-transcribe-diarize; needs the `diarize` extra)
+    diarization_pipeline: str | None = Field(
+        None, description="None = embedded offline pipeline; or a pyannote pipeline directory / Hub id."
+    )
+    hf_token: str | None = Field(None, description="Hugging Face token for a Hub pipeline (with allow_downloads).")
+    diarization_threshold: float = Field(0.7, description="Clustering distance threshold of the embedded pipeline.")
+    diarization_min_cluster_size: int = Field(12, description="Smallest cluster (in embeddings) kept as a speaker.")
+    diarization_step: float = Field(0.1, description="Segmentation window step, as a fraction of its 10 s window.")
+    diarization_threads: int = Field(
+        1, description="torch CPU threads for diarization; 0 = torch's default. More than 1 thrashes when ASR shares the cores."
+    )
+    speaker_match_threshold: float = Field(
+        0.5, description="Cosine similarity a voice needs with a known speaker's reference to get that name."
+    )
+    max_speaker_references: int = Field(4, description="Most known_speaker_references per request (OpenAI: 4).")
+
     # Requests
     vad_by_default: bool = Field(True, description="Voice-activity detection when the request sets no chunking_strategy.")
     max_upload_mb: float = Field(25.0, description="Largest accepted upload (OpenAI's limit is 25 MB).")

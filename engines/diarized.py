@@ -1,0 +1,108 @@
+"""Speech-to-text with speaker labels: diarize the audio, transcribe it with word timings,
+give each word the speaker talking over it, and split segments where the speaker changes.
+
+Diarization runs first (it needs the whole recording, and costs a fraction of the
+transcription); segments then stream out as the decoder produces them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Iterable, Iterator
+
+from engines.audio import Audio
+from engines.speakers import SpeakerLabeler, SpeakerTurn, match_known_speakers, speaker_at
+from engines.types import Segment, TranscribeOptions, TranscriptionStream, Word
+
+log = logging.getLogger("oyez.diarize")
+
+
+class DiarizingTranscriber:
+    """Combines a speech engine (faster-whisper) with a diarizer (pyannote)."""
+
+    def __init__(self, asr, diarizer, match_threshold: float):
+        self.asr = asr
+        self.diarizer = diarizer
+        self.match_threshold = match_threshold
+
+    def check(self, options: TranscribeOptions) -> None:
+        self.asr.check(options)
+
+    def transcribe(self, audio: Audio, options: TranscribeOptions) -> TranscriptionStream:
+        diarization = self.diarizer.diarize(audio.samples)
+        references = {k.name: self.diarizer.embed(k.samples) for k in options.known_speakers}
+        known = match_known_speakers(diarization.centroids, references, self.match_threshold)
+        log.info(
+            "diarized %.1fs in %.2fs: %d speakers, %d turns, known %s",
+            audio.duration, diarization.seconds, len(diarization.speakers), len(diarization.turns),
+            {name: label for label, name in known.items()} or "none",
+        )
+        inner = self.asr.transcribe(audio, replace(options, word_timestamps=True))
+        return TranscriptionStream(
+            split_by_speaker(inner, diarization.turns, SpeakerLabeler(known)),
+            language=inner.language,
+            language_probability=inner.language_probability,
+            audio=inner.audio,
+            prompt_tokens=inner.prompt_tokens,
+            task=inner.task,
+        )
+
+
+def split_by_speaker(
+    segments: Iterable[Segment], turns: list[SpeakerTurn], labeler: SpeakerLabeler
+) -> Iterator[Segment]:
+    """Label segments with speakers, splitting a segment wherever its words change speaker.
+
+    Each word goes to the speaker who talks most over its time span (the turns are
+    exclusive, so no word is duplicated). Public labels are given in order of first
+    appearance in the output; segments are renumbered in output order.
+    """
+    index = 0
+    try:
+        for segment in segments:
+            for piece in _split(segment, turns):
+                yield replace(piece, id=index, speaker=labeler.label(piece.speaker))
+                index += 1
+    finally:
+        close = getattr(segments, "close", None)
+        if close:
+            close()
+
+
+def _split(segment: Segment, turns: list[SpeakerTurn]) -> list[Segment]:
+    fallback = "unknown"  # no speech turn found at all: one anonymous speaker
+    if not segment.words:
+        return [replace(segment, speaker=speaker_at(turns, segment.start, segment.end) or fallback)]
+    groups: list[tuple[str, list[Word]]] = []
+    for word in segment.words:
+        speaker = speaker_at(turns, word.start, word.end) or fallback
+        if groups and groups[-1][0] == speaker:
+            groups[-1][1].append(word)
+        else:
+            groups.append((speaker, [word]))
+    if len(groups) == 1:
+        return [replace(segment, speaker=groups[0][0])]
+    pieces = []
+    counts = _share(segment.text_token_count, [len(words) for _, words in groups])
+    for (speaker, words), count in zip(groups, counts):
+        pieces.append(replace(
+            segment,
+            start=words[0].start,
+            end=words[-1].end,
+            text=" " + " ".join(w.word for w in words),
+            tokens=[],  # token ids cannot be split by word reliably; only verbose_json shows them
+            text_token_count=count,
+            words=words,
+            logprobs=[],
+            speaker=speaker,
+        ))
+    return pieces
+
+
+def _share(total: int, weights: list[int]) -> list[int]:
+    """Split an integer total in proportion to weights, summing exactly to total."""
+    whole = sum(weights) or 1
+    shares = [total * w // whole for w in weights]
+    shares[-1] += total - sum(shares)
+    return shares

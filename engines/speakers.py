@@ -1,0 +1,101 @@
+"""Speaker labels: known-speaker matching and the A, B, ... naming of the rest.
+
+Pure numpy/scipy, so it is unit-tested without torch.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+
+@dataclass(frozen=True)
+class SpeakerTurn:
+    start: float
+    end: float
+    speaker: str
+
+
+def normalize(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float64))
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+def match_known_speakers(
+    centroids: dict[str, np.ndarray],
+    references: dict[str, np.ndarray],
+    threshold: float,
+) -> dict[str, str]:
+    """Map cluster labels to known names.
+
+    `references[name]` is one or more embeddings of that person's enrolment clips
+    (averaged after normalising). A cluster gets a name only when their cosine
+    similarity reaches `threshold`, and the pairing is one-to-one, chosen to
+    maximise the total similarity (Hungarian assignment): one name never goes to
+    two clusters, and a voice that resembles no reference keeps no name.
+    """
+    if not centroids or not references:
+        return {}
+    labels = list(centroids)
+    names = list(references)
+    c = normalize(np.stack([centroids[label] for label in labels]))
+    r = normalize(np.stack([normalize(references[name]).mean(axis=0) for name in names]))
+    similarity = c @ r.T
+    rows, cols = linear_sum_assignment(-similarity)
+    return {labels[i]: names[j] for i, j in zip(rows, cols) if similarity[i, j] >= threshold}
+
+
+def _letters(n: int) -> str:
+    letters = ""
+    n += 1
+    while n:
+        n, rem = divmod(n - 1, 26)
+        letters = string.ascii_uppercase[rem] + letters
+    return letters
+
+
+class SpeakerLabeler:
+    """Internal cluster label -> public label, given as speakers first appear in the output.
+
+    A cluster matched to a known speaker gets that name; the others get A, B, ... in
+    order of first appearance, skipping letters that are also known names.
+    """
+
+    def __init__(self, known: dict[str, str]):
+        self.known = dict(known)
+        self._assigned: dict[str, str] = {}
+        self._next = 0
+
+    def label(self, internal: str) -> str:
+        if internal in self.known:
+            return self.known[internal]
+        if internal not in self._assigned:
+            taken = set(self.known.values())
+            while (candidate := _letters(self._next)) in taken:
+                self._next += 1
+            self._assigned[internal] = candidate
+            self._next += 1
+        return self._assigned[internal]
+
+
+def speaker_at(turns: list[SpeakerTurn], start: float, end: float) -> str | None:
+    """The speaker who talks most over [start, end]; if nobody does, the nearest turn's speaker.
+
+    `turns` must be exclusive (no overlaps), so a word is never given to two people.
+    """
+    if not turns:
+        return None
+    best, best_overlap = None, 0.0
+    for turn in turns:
+        overlap = min(end, turn.end) - max(start, turn.start)
+        if overlap > best_overlap:
+            best, best_overlap = turn.speaker, overlap
+    if best is not None:
+        return best
+    middle = (start + end) / 2
+    nearest = min(turns, key=lambda t: 0.0 if t.start <= middle <= t.end else min(abs(t.start - middle), abs(t.end - middle)))
+    return nearest.speaker
