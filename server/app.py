@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 import anyio
 from fastapi import FastAPI, Request
@@ -15,8 +16,9 @@ from sse_starlette import EventSourceResponse
 
 from engines.audio import decode_audio
 from engines.registry import EngineConfig, ModelRegistry
-from engines.types import TranscribeOptions, VadParams
+from engines.types import DiarizerConfig, TranscribeOptions, VadParams
 from server.errors import APIError, error_body, install_error_handlers, invalid
+from server.known_speakers import check_counts, decode_references
 from server.params import TranscriptionRequest, parse_transcription
 from server.render import render
 from server.settings import Settings
@@ -88,12 +90,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             req = parse_transcription(form, task)
             spec = registry.spec(req.model)
             _check_request(req, spec.kind)
+            check_counts(req.known_speaker_names, req.known_speaker_references, settings.max_speaker_references)
             size = req.file.size if req.file.size is not None else _file_size(req.file.file)
             if size > settings.max_upload_bytes:
                 raise _too_large(settings.max_upload_bytes)
             if size == 0:
                 raise APIError(400, "The audio file is empty.", param="file", code="invalid_audio")
             options = _options(req, settings)
+            if req.known_speaker_names:
+                speakers = await anyio.to_thread.run_sync(
+                    decode_references, req.known_speaker_names, req.known_speaker_references
+                )
+                options = replace(options, known_speakers=speakers)
             engine = await anyio.to_thread.run_sync(registry.engine, req.model)
             engine.check(options)
             audio = await anyio.to_thread.run_sync(
@@ -126,6 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             response_format=req.response_format,
             granularities=req.granularities,
             include_logprobs=req.include_logprobs,
+            diarized=spec.kind == "diarize",
         )
 
     @app.post("/v1/audio/transcriptions")
@@ -152,6 +161,18 @@ def build_registry(settings: Settings) -> ModelRegistry:
             num_workers=settings.num_workers,
             beam_size=settings.beam_size,
         ),
+        diarizer=DiarizerConfig(
+            pipeline=settings.diarization_pipeline,
+            hf_token=settings.hf_token,
+            allow_downloads=settings.allow_downloads,
+            cache_dir=settings.cache_dir,
+            device=settings.device,
+            threads=settings.diarization_threads,
+            clustering_threshold=settings.diarization_threshold,
+            min_cluster_size=settings.diarization_min_cluster_size,
+            segmentation_step=settings.diarization_step,
+            match_threshold=settings.speaker_match_threshold,
+        ),
     )
 
 
@@ -171,9 +192,29 @@ def _options(req: TranscriptionRequest, settings: Settings) -> TranscribeOptions
     )
 
 
+DIARIZE_FORMATS = ("json", "text", "diarized_json", "srt", "vtt")
+
+
 def _check_request(req: TranscriptionRequest, kind: str) -> None:
-    if req.response_format == "diarized_json" and kind != "diarize":
-        raise invalid("response_format", "`diarized_json` is only available with the model `gpt-4o-transcribe-diarize`.")
+    """Refuse field combinations OpenAI refuses for this kind of model."""
+    if kind != "diarize":
+        if req.response_format == "diarized_json":
+            raise invalid("response_format", "`diarized_json` is only available with the model `gpt-4o-transcribe-diarize`.")
+        if req.known_speaker_names or req.known_speaker_references:
+            field = "known_speaker_names" if req.known_speaker_names else "known_speaker_references"
+            raise invalid(field, f"`{field}` is only supported with the model `gpt-4o-transcribe-diarize`.")
+        return
+    if req.task != "transcribe":
+        raise invalid("model", f"The model `{req.model}` cannot be used for translations.")
+    if req.response_format not in DIARIZE_FORMATS:
+        raise invalid(
+            "response_format",
+            f"`{req.response_format}` is not available with `{req.model}`; use one of {', '.join(DIARIZE_FORMATS)}.",
+        )
+    if req.prompt is not None:
+        raise invalid("prompt", f"`prompt` is not supported with the model `{req.model}`.")
+    if req.include_logprobs:
+        raise invalid("include", f"`include[]=logprobs` is not supported with the model `{req.model}`.")
 
 
 def _check_length(request: Request, limit: int) -> None:

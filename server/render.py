@@ -1,4 +1,4 @@
-"""Render engine transcripts in OpenAI's response formats: json, text, srt, vtt, verbose_json."""
+"""Render engine transcripts in OpenAI's response formats: json, text, srt, vtt, verbose_json, diarized_json."""
 
 from __future__ import annotations
 
@@ -51,20 +51,56 @@ def render(
     response_format: str,
     granularities: frozenset[str] = frozenset({"segment"}),
     include_logprobs: bool = False,
+    diarized: bool = False,
 ) -> Response:
+    text = speaker_text(transcript.segments) if diarized else transcript.text
     if response_format == "text":
-        return PlainTextResponse(transcript.text + "\n")
+        return PlainTextResponse(text + "\n")
     if response_format == "srt":
         return PlainTextResponse(to_srt(transcript.segments), media_type="application/x-subrip")
     if response_format == "vtt":
         return PlainTextResponse(to_vtt(transcript.segments), media_type="text/vtt")
     if response_format == "verbose_json":
         return JSONResponse(verbose_json(transcript, granularities, include_logprobs))
-    body: dict = {"text": transcript.text}
+    if response_format == "diarized_json":
+        return JSONResponse(diarized_json(transcript))
+    body: dict = {"text": text}
     if include_logprobs:
         body["logprobs"] = logprobs_json(transcript.logprobs)
-    body["usage"] = usage_for(model, transcript)
+    # OpenAI bills the diarize model by duration, like whisper-1.
+    body["usage"] = duration_usage(transcript) if diarized else usage_for(model, transcript)
     return JSONResponse(body)
+
+
+def speaker_text(segments: list[Segment]) -> str:
+    """The diarized transcript's text: one `Speaker: text` line per segment."""
+    return "\n".join(f"{s.speaker}: {s.text.strip()}" for s in segments if s.text.strip())
+
+
+def segment_id(index: int) -> str:
+    """Diarized segment ids, `seg_001` onwards (shared with the streamed events)."""
+    return f"seg_{index + 1:03d}"
+
+
+def diarized_json(transcript: Transcript) -> dict:
+    segments = [s for s in transcript.segments if s.text.strip()]
+    return {
+        "task": "transcribe",
+        "duration": round(transcript.audio.duration, 3),
+        "text": speaker_text(segments),
+        "segments": [
+            {
+                "type": "transcript.text.segment",
+                "id": segment_id(i),
+                "start": round(s.start, 3),
+                "end": round(s.end, 3),
+                "text": s.text.strip(),
+                "speaker": s.speaker,
+            }
+            for i, s in enumerate(segments)
+        ],
+        "usage": duration_usage(transcript),
+    }
 
 
 def verbose_json(transcript: Transcript, granularities: frozenset[str], include_logprobs: bool) -> dict:
@@ -100,17 +136,25 @@ def _segment_json(s: Segment) -> dict:
 
 
 def to_srt(segments: list[Segment]) -> str:
+    """SubRip; diarized segments are prefixed `Speaker: `."""
     blocks = []
     for i, s in enumerate(segments, start=1):
-        blocks.append(f"{i}\n{_timestamp(s.start, ',')} --> {_timestamp(s.end, ',')}\n{s.text.strip()}\n")
+        text = f"{s.speaker}: {s.text.strip()}" if s.speaker is not None else s.text.strip()
+        blocks.append(f"{i}\n{_timestamp(s.start, ',')} --> {_timestamp(s.end, ',')}\n{text}\n")
     return "\n".join(blocks) + ("\n" if blocks else "")
 
 
 def to_vtt(segments: list[Segment]) -> str:
+    """WebVTT; diarized segments carry a voice span, `<v Speaker>text`."""
     blocks = ["WEBVTT\n"]
     for s in segments:
-        blocks.append(f"{_timestamp(s.start, '.')} --> {_timestamp(s.end, '.')}\n{s.text.strip()}\n")
+        text = f"<v {_vtt_escape(s.speaker)}>{_vtt_escape(s.text.strip())}" if s.speaker is not None else s.text.strip()
+        blocks.append(f"{_timestamp(s.start, '.')} --> {_timestamp(s.end, '.')}\n{text}\n")
     return "\n".join(blocks) + "\n"
+
+
+def _vtt_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _timestamp(seconds: float, separator: str) -> str:

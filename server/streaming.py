@@ -13,7 +13,7 @@ from typing import AsyncIterator, Callable
 import anyio
 
 from engines.types import Segment, TextJoiner, Transcript, TranscriptionStream
-from server.render import logprobs_json, token_usage
+from server.render import logprobs_json, segment_id, speaker_text, token_usage
 
 log = logging.getLogger("oyez.stream")
 
@@ -25,6 +25,7 @@ class EventBuilder:
         self.include_logprobs = include_logprobs
         self.joiner = TextJoiner()
         self.segments: list[Segment] = []
+        self.diarized: list[Segment] = []  # segments with a speaker and text, numbered as in diarized_json
 
     def on_segment(self, segment: Segment) -> list[dict]:
         self.segments.append(segment)
@@ -33,12 +34,13 @@ class EventBuilder:
         delta: dict = {"type": "transcript.text.delta", "delta": piece}
         if self.include_logprobs:
             delta["logprobs"] = logprobs_json(segment.logprobs)
-        if segment.speaker is not None:
-            segment_id = f"seg_{len(self.segments):03d}"
-            delta["segment_id"] = segment_id
+        if segment.speaker is not None and segment.text.strip():
+            self.diarized.append(segment)
+            seg_id = segment_id(len(self.diarized) - 1)
+            delta["segment_id"] = seg_id
             events.append({
-                "type": "transcript.text.segment", "id": segment_id, "start": segment.start, "end": segment.end,
-                "text": segment.text.strip(), "speaker": segment.speaker,
+                "type": "transcript.text.segment", "id": seg_id, "start": round(segment.start, 3),
+                "end": round(segment.end, 3), "text": segment.text.strip(), "speaker": segment.speaker,
             })
         if piece or not events:
             events.insert(0, delta)
@@ -49,7 +51,9 @@ class EventBuilder:
             language=stream.language, language_probability=stream.language_probability, audio=stream.audio,
             prompt_tokens=stream.prompt_tokens, task=stream.task, segments=self.segments,
         )
-        event: dict = {"type": "transcript.text.done", "text": self.joiner.text}
+        # A diarized stream's final text is the `Speaker: text` lines of the non-streamed response.
+        text = speaker_text(self.diarized) if self.diarized else self.joiner.text
+        event: dict = {"type": "transcript.text.done", "text": text}
         if self.include_logprobs:
             event["logprobs"] = logprobs_json(transcript.logprobs)
         event["usage"] = token_usage(transcript)

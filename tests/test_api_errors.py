@@ -102,10 +102,6 @@ def test_oversized_upload_is_413(http):
     assert_envelope(post(http, {"model": "whisper-1"}, content=big), 413, "file", "request_too_large")
 
 
-def test_diarize_model_answers_clearly_until_available(http):
-    assert_envelope(post(http, {"model": "gpt-4o-transcribe-diarize"}), 400, "model", "model_not_available")
-
-
 def test_unknown_route_and_method_use_the_envelope(http):
     assert_envelope(http.get("/v1/nothing"), 404)
     assert_envelope(http.get("/v1/audio/transcriptions"), 405)

@@ -8,6 +8,7 @@ import pytest
 
 from engines.bundled import join_split_model
 from engines.errors import ModelNotFoundError, ModelUnavailableError
+from engines.types import DiarizerConfig
 from engines.registry import PUBLIC_MODELS, ModelRegistry
 
 
@@ -64,7 +65,10 @@ def test_concurrent_first_starts_agree(tmp_path):
 def test_registry_names_and_sources(tmp_path):
     empty_dir = tmp_path / "empty"
     empty_dir.mkdir()
-    reg = ModelRegistry(cache_dir=tmp_path, models={"mine": str(empty_dir), "hub": "Systran/faster-whisper-small"})
+    reg = ModelRegistry(
+        cache_dir=tmp_path, models={"mine": str(empty_dir), "hub": "Systran/faster-whisper-small"},
+        diarizer=DiarizerConfig(pipeline="pyannote/speaker-diarization-community-1"),
+    )
     assert set(PUBLIC_MODELS) | {"gpt-4o-transcribe-diarize", "mine", "hub"} == set(reg.ids())
     for name in ["../etc", "/tmp", str(empty_dir), "base", "Systran/faster-whisper-small"]:
         with pytest.raises(ModelNotFoundError):
@@ -73,7 +77,8 @@ def test_registry_names_and_sources(tmp_path):
         reg.engine("mine")
     with pytest.raises(ModelUnavailableError, match="downloads are disabled"):
         reg.engine("hub")
-    with pytest.raises(ModelUnavailableError, match="diarization"):
+    # A Hub pipeline is never fetched unless downloads are allowed (and without the extra: "not installed").
+    with pytest.raises(ModelUnavailableError, match="downloads are disabled|not installed"):
         reg.engine("gpt-4o-transcribe-diarize")
     assert not reg.is_loaded("gpt-4o-transcribe-diarize")
 

@@ -1,0 +1,186 @@
+"""gpt-4o-transcribe-diarize end to end: the real server, pyannote and faster-whisper, real two-speaker audio."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+pytest.importorskip("pyannote.audio")
+
+from tests.helpers import DATA, assert_timeline, read_wav, shared, wav_bytes, wer  # noqa: E402
+
+MODEL = "gpt-4o-transcribe-diarize"
+SAMPLE = DATA / "diarization" / "sample.wav"
+
+
+def stm_text(path) -> str:
+    return " ".join(" ".join(line.split()[5:]) for line in path.read_text().splitlines() if line.strip())
+
+
+def rttm(path) -> list[tuple[float, float, str]]:
+    out = []
+    for line in path.read_text().splitlines():
+        f = line.split()
+        out.append((float(f[3]), float(f[3]) + float(f[4]), f[7]))
+    return out
+
+
+def data_url(path, seconds: float | None = None) -> str:
+    raw = path.read_bytes()
+    if seconds is not None:
+        raw = wav_bytes(read_wav(path)[: int(16000 * seconds)])
+    return "data:audio/wav;base64," + base64.b64encode(raw).decode()
+
+
+def check_diarized(body: dict, duration: float) -> None:
+    assert body["task"] == "transcribe"
+    assert abs(body["duration"] - duration) < 0.05
+    assert body["usage"] == {"type": "duration", "seconds": int(-(-duration // 1))}
+    assert body["segments"], body
+    for i, seg in enumerate(body["segments"], start=1):
+        assert set(seg) == {"type", "id", "start", "end", "text", "speaker"}
+        assert seg["type"] == "transcript.text.segment"
+        assert seg["id"] == f"seg_{i:03d}"
+        assert seg["text"] == seg["text"].strip() and seg["text"]
+        assert isinstance(seg["speaker"], str) and seg["speaker"]
+    assert_timeline(body["segments"], duration)
+    assert body["text"] == "\n".join(f"{s['speaker']}: {s['text']}" for s in body["segments"])
+
+
+def test_two_speaker_call_via_sdk(client):
+    with SAMPLE.open("rb") as fh:
+        result = client.audio.transcriptions.create(model=MODEL, file=fh, response_format="diarized_json")
+    body = result.model_dump()
+    check_diarized(body, 30.0)
+    speakers = [s["speaker"] for s in body["segments"]]
+    assert set(speakers) == {"A", "B"}
+    assert speakers[0] == "A"  # letters in order of first appearance
+    words = " ".join(s["text"] for s in body["segments"])
+    assert wer(stm_text(DATA / "diarization" / "sample.stm"), words) < 0.35
+    # Most of the speech is given to the right person (up to the letter naming).
+    ref = rttm(DATA / "diarization" / "sample.rttm")
+    agree = {}
+    for seg in body["segments"]:
+        mid = (seg["start"] + seg["end"]) / 2
+        owners = [spk for s, e, spk in ref if s <= mid <= e]
+        if len(owners) == 1:
+            agree.setdefault((seg["speaker"], owners[0]), 0)
+            agree[(seg["speaker"], owners[0])] += 1
+    best = max(agree[("A", "speaker90")] if ("A", "speaker90") in agree else 0, 0) + agree.get(("B", "speaker91"), 0)
+    swapped = agree.get(("A", "speaker91"), 0) + agree.get(("B", "speaker90"), 0)
+    assert max(best, swapped) >= 0.75 * sum(agree.values()), agree
+
+
+def test_json_text_srt_and_vtt_carry_speakers(http):
+    def post(fmt):
+        with SAMPLE.open("rb") as fh:
+            r = http.post("/v1/audio/transcriptions", files={"file": fh}, data={"model": MODEL, "response_format": fmt})
+        assert r.status_code == 200, r.text
+        return r
+
+    body = post("json").json()
+    assert set(body) == {"text", "usage"} and body["usage"]["type"] == "duration"
+    lines = body["text"].split("\n")
+    assert len(lines) >= 4 and all(line.split(": ", 1)[0] in {"A", "B"} for line in lines)
+    assert post("text").text == body["text"] + "\n"
+    srt = post("srt").text
+    assert "\nA: " in srt and "\nB: " in srt
+    vtt = post("vtt").text
+    assert vtt.startswith("WEBVTT") and "<v A>" in vtt and "<v B>" in vtt
+
+
+def test_streaming_sends_segments_then_done(http):
+    with SAMPLE.open("rb") as fh:
+        with http.stream(
+            "POST", "/v1/audio/transcriptions", files={"file": fh},
+            data={"model": MODEL, "response_format": "diarized_json", "stream": "true"},
+        ) as r:
+            assert r.status_code == 200
+            events = [json.loads(line[5:]) for line in r.iter_lines() if line.startswith("data:")]
+    kinds = [e["type"] for e in events]
+    assert kinds[-1] == "transcript.text.done" and "transcript.text.segment" in kinds
+    segments = [e for e in events if e["type"] == "transcript.text.segment"]
+    deltas = [e for e in events if e["type"] == "transcript.text.delta"]
+    assert [s["id"] for s in segments] == [f"seg_{i:03d}" for i in range(1, len(segments) + 1)]
+    assert {d["segment_id"] for d in deltas} == {s["id"] for s in segments}
+    assert_timeline(segments, 30.0)
+    assert events[-1]["text"] == "\n".join(f"{s['speaker']}: {s['text']}" for s in segments)
+
+
+def test_known_speakers_get_names_and_an_unenrolled_voice_never_does(client):
+    """mix_3spk: two of the three readers enrolled with clips that are not in the mix."""
+    base = shared("diarization/constructed")
+    refs = base / "refs"
+    enrolled = {"LS2033": "filippo", "LS3331": "peggy"}
+    names, references = [], []
+    for speaker, name in enrolled.items():
+        names.append(name)
+        raw = (refs / f"{speaker}_ref1.flac").read_bytes()
+        references.append("data:audio/flac;base64," + base64.b64encode(raw).decode())
+    with (base / "mix_3spk.wav").open("rb") as fh:
+        result = client.audio.transcriptions.create(
+            model=MODEL, file=fh, response_format="diarized_json",
+            extra_body={"known_speaker_names": names, "known_speaker_references": references},
+        )
+    body = result.model_dump()
+    check_diarized(body, 47.42)
+    reference = rttm(base / "mix_3spk.rttm")
+    right = total = 0.0
+    for seg in body["segments"]:
+        for start, end, speaker in reference:
+            overlap = min(end, seg["end"]) - max(start, seg["start"])
+            if overlap <= 0:
+                continue
+            if speaker in enrolled:
+                total += overlap
+                right += overlap if seg["speaker"] == enrolled[speaker] else 0.0
+            elif overlap > 0.5:
+                # The unenrolled reader (LS2609) must keep a letter.
+                assert seg["speaker"] not in enrolled.values(), (seg, speaker)
+    assert right / total > 0.8, (right, total)
+    assert {s["speaker"] for s in body["segments"]} >= {"filippo", "peggy"}
+
+
+def _post(http, data: dict, file=SAMPLE):
+    with file.open("rb") as fh:
+        return http.post("/v1/audio/transcriptions", files={"file": fh}, data=data)
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"known_speaker_names[]": ["a"]}, "known_speaker_references"),
+        ({"known_speaker_names[]": ["a", "b"], "known_speaker_references[]": ["x"]}, "known_speaker_references"),
+        ({"known_speaker_names[]": list("abcde"), "known_speaker_references[]": ["x"] * 5}, "known_speaker_names"),
+        ({"known_speaker_names[]": ["a"], "known_speaker_references[]": ["https://example.com/a.wav"]},
+         "known_speaker_references"),
+        ({"known_speaker_names[]": ["a"], "known_speaker_references[]": ["data:audio/wav;base64,@@@"]},
+         "known_speaker_references"),
+        ({"known_speaker_names[]": ["a"],
+          "known_speaker_references[]": ["data:audio/wav;base64," + base64.b64encode(b"\x00" * 4000).decode()]},
+         "known_speaker_references"),
+        ({"known_speaker_names[]": ["a"], "known_speaker_references[]": [data_url(DATA / "jfk.wav", 1.0)]},
+         "known_speaker_references"),
+        ({"known_speaker_names[]": ["a"], "known_speaker_references[]": [data_url(DATA / "jfk.wav")]},
+         "known_speaker_references"),
+        ({"prompt": "a telephone call"}, "prompt"),
+        ({"include[]": ["logprobs"]}, "include"),
+        ({"response_format": "verbose_json"}, "response_format"),
+    ],
+)
+def test_bad_diarization_requests_get_400(http, extra, param):
+    r = _post(http, {"model": MODEL, **extra})
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == param and error["type"] == "invalid_request_error" and error["message"]
+
+
+def test_known_speakers_need_the_diarize_model(http):
+    r = _post(http, {"model": "whisper-1", "known_speaker_names[]": ["a"],
+                     "known_speaker_references[]": [data_url(DATA / "jfk.wav", 3.0)]}, file=DATA / "jfk.wav")
+    assert r.status_code == 400 and r.json()["error"]["param"] == "known_speaker_names"
+    # The server still serves the diarize model correctly afterwards.
+    r = _post(http, {"model": MODEL, "response_format": "text"})
+    assert r.status_code == 200 and r.text.startswith("A: ")

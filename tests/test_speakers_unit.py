@@ -1,0 +1,86 @@
+"""Known-speaker matching, public labels, word-to-speaker assignment and segment splitting (no models)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("scipy")
+
+from engines.diarized import split_by_speaker  # noqa: E402
+from engines.speakers import SpeakerLabeler, SpeakerTurn, match_known_speakers, speaker_at  # noqa: E402
+from engines.types import Segment, Word  # noqa: E402
+
+
+def _unit(angle: float) -> np.ndarray:
+    return np.array([np.cos(angle), np.sin(angle), 0.0])
+
+
+def test_match_assigns_each_name_once_and_only_above_threshold():
+    centroids = {"c0": _unit(0.0), "c1": _unit(0.1), "c2": _unit(1.5)}
+    references = {"alice": np.stack([_unit(0.05), _unit(0.0)]), "bob": _unit(1.45)[None]}
+    names = match_known_speakers(centroids, references, threshold=0.9)
+    assert names["c2"] == "bob"
+    # c0 and c1 both resemble alice; only one of them may take the name.
+    assert sorted(v for k, v in names.items() if k != "c2") == ["alice"]
+
+
+def test_unknown_voice_never_gets_a_name():
+    names = match_known_speakers({"c0": _unit(0.0)}, {"alice": _unit(1.2)[None]}, threshold=0.5)
+    assert names == {}
+
+
+def test_labeler_orders_letters_by_first_appearance_and_skips_known_names():
+    labeler = SpeakerLabeler({"k": "A"})
+    assert [labeler.label(x) for x in ["z", "k", "y", "z"]] == ["B", "A", "C", "B"]
+
+
+def test_speaker_at_takes_the_majority_speaker_or_the_nearest_turn():
+    turns = [SpeakerTurn(0.0, 1.0, "s1"), SpeakerTurn(1.0, 3.0, "s2")]
+    assert speaker_at(turns, 0.8, 1.5) == "s2"
+    assert speaker_at(turns, 0.1, 0.9) == "s1"
+    assert speaker_at(turns, 5.0, 5.2) == "s2"  # after the last turn: nearest
+    assert speaker_at([], 0.0, 1.0) is None
+
+
+def _segment(words: list[tuple[str, float, float]]) -> Segment:
+    return Segment(
+        id=0, seek=0, start=words[0][1], end=words[-1][2], text=" " + " ".join(w for w, _, _ in words),
+        tokens=[1, 2, 3], temperature=0.0, avg_logprob=-0.1, compression_ratio=1.0, no_speech_prob=0.0,
+        text_token_count=6, words=[Word(w, s, e, 0.9) for w, s, e in words],
+    )
+
+
+def test_a_speaker_change_inside_a_segment_splits_it():
+    turns = [SpeakerTurn(0.0, 2.0, "x"), SpeakerTurn(2.0, 4.0, "y")]
+    seg = _segment([("hello", 0.1, 0.5), ("there", 0.6, 1.0), ("hi", 2.2, 2.5), ("you", 2.6, 3.0)])
+    out = list(split_by_speaker(iter([seg]), turns, SpeakerLabeler({"y": "agent"})))
+    assert [(s.speaker, s.text.strip(), s.id) for s in out] == [("A", "hello there", 0), ("agent", "hi you", 1)]
+    assert (out[0].start, out[0].end, out[1].start, out[1].end) == (0.1, 1.0, 2.2, 3.0)
+    assert sum(s.text_token_count for s in out) == 6
+    assert [w.word for s in out for w in s.words] == ["hello", "there", "hi", "you"]  # no word lost or doubled
+
+
+def test_one_speaker_segment_keeps_its_text_and_tokens():
+    seg = _segment([("good", 0.1, 0.4), ("morning", 0.5, 0.9)])
+    (out,) = split_by_speaker(iter([seg]), [SpeakerTurn(0.0, 1.0, "x")], SpeakerLabeler({}))
+    assert out.text == seg.text and out.tokens == seg.tokens and out.speaker == "A"
+
+
+def test_closing_the_split_stream_closes_the_decoder():
+    closed = []
+
+    class Source:
+        def __iter__(self):
+            return self
+
+        def __next__(self):
+            return _segment([("a", 0.0, 0.5)])
+
+        def close(self):
+            closed.append(True)
+
+    stream = split_by_speaker(Source(), [SpeakerTurn(0.0, 1.0, "x")], SpeakerLabeler({}))
+    next(stream)
+    stream.close()
+    assert closed == [True]
