@@ -48,7 +48,8 @@ SAMPLE_RATE = 16000
 
 @dataclass(frozen=True)
 class Diarization:
-    turns: list[SpeakerTurn]  # exclusive: at most one speaker at any time
+    turns: list[SpeakerTurn]  # exclusive: at most one speaker at any time (for words)
+    regions: list[SpeakerTurn] = field(default_factory=list)  # with overlapped speech (for scoring)
     centroids: dict[str, np.ndarray] = field(default_factory=dict)  # speaker -> mean embedding
     seconds: float = 0.0  # wall time spent
 
@@ -224,13 +225,18 @@ class PyannoteDiarizer:
             for seg, _, label in output.exclusive_speaker_diarization.itertracks(yield_label=True)
         ]
         turns.sort(key=lambda t: t.start)
+        regions = sorted(
+            (SpeakerTurn(round(seg.start, 3), round(seg.end, 3), str(label))
+             for seg, _, label in output.speaker_diarization.itertracks(yield_label=True)),
+            key=lambda t: t.start,
+        )
         centroids = {}
         embeddings = output.speaker_embeddings
         if embeddings is not None:
             for label, vector in zip(output.speaker_diarization.labels(), embeddings):
                 if np.all(np.isfinite(vector)) and np.any(vector):
                     centroids[str(label)] = np.asarray(vector, dtype=np.float64)
-        return Diarization(turns=turns, centroids=centroids, seconds=time.monotonic() - started)
+        return Diarization(turns=turns, regions=regions, centroids=centroids, seconds=time.monotonic() - started)
 
     def embed(self, samples: np.ndarray) -> np.ndarray:
         """One normalised speaker embedding for a whole clip (a known speaker's reference)."""
