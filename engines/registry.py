@@ -73,6 +73,7 @@ class ModelRegistry:
             specs[name] = ModelSpec(name, weights, kind=kind, created=created)
         self._specs = specs
         self._engines: dict[str, FasterWhisperEngine] = {}
+        self._load_seconds: dict[str, float] = {}  # by weights, for the operator's metrics
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
@@ -88,6 +89,11 @@ class ModelRegistry:
     def is_loaded(self, name: str) -> bool:
         spec = self._specs.get(name)
         return spec is not None and spec.kind == "speech" and spec.weights in self._engines
+
+    def load_seconds(self, name: str) -> float | None:
+        """How long the model's weights took to load, or None when they are not loaded."""
+        spec = self._specs.get(name)
+        return self._load_seconds.get(spec.weights) if spec is not None and self.is_loaded(name) else None
 
     def engine(self, name: str) -> FasterWhisperEngine:
         """The loaded engine for a model name, loading it on first use (blocking; call off the event loop)."""
@@ -120,6 +126,7 @@ class ModelRegistry:
                     "loaded %s (%s) on %s/%s in %.2fs",
                     name, weights, engine.device, engine.compute_type, time.monotonic() - started,
                 )
+                self._load_seconds[weights] = time.monotonic() - started
                 self._engines[weights] = engine
         return engine
 
