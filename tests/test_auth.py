@@ -50,13 +50,13 @@ def test_bearer_token_parsing():
 
 @pytest.fixture(scope="module")
 def keyed(tmp_path_factory):
-    """A server that requires keys (one from the variable, one from a file) and logs JSON."""
+    """A server that requires keys (one from the variable, one from a file) and logs JSON (tiny.en: fast)."""
     tmp = tmp_path_factory.mktemp("keyed")
     (tmp / "keys.txt").write_text(f"# operators\n{KEY_FILE_KEY}\n")
     log = tmp / "server.log"
     proc, url = start_server(
         {"OYEZ_API_KEYS": f"{KEY_A},sk-oyez-other", "OYEZ_API_KEYS_FILE": str(tmp / "keys.txt"),
-         "OYEZ_LOG_FORMAT": "json", "OYEZ_PRELOAD": '["whisper-1"]'},
+         "OYEZ_LOG_FORMAT": "json", "OYEZ_PRELOAD": '["whisper-1"]', "OYEZ_DEFAULT_WEIGHTS": "tiny.en"},
         log,
     )
     yield url, log

@@ -15,8 +15,8 @@ import openai
 from tests.helpers import DATA, parse_srt, references, wer
 from tests.test_operations import scrape, value
 
-REQUESTS = 10
-CONCURRENCY = 10
+REQUESTS = 8
+CONCURRENCY = 8
 CLIPS = ["jfk.wav", "librivox_0870.wav", "p001.mp3"]
 
 

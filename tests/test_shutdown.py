@@ -31,7 +31,7 @@ def start(tmp_path: Path, **env) -> tuple[subprocess.Popen, str, Path]:
     oyez = Path(sys.executable).with_name("oyez")
     proc = subprocess.Popen(
         [str(oyez), "serve", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT, env={**os.environ, "OYEZ_PRELOAD": '["whisper-1"]', **env},
+        cwd=ROOT, env={**os.environ, "OYEZ_PRELOAD": '["whisper-1"]', "OYEZ_DEFAULT_WEIGHTS": "tiny.en", **env},
         stdout=open(log, "w"), stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
@@ -52,7 +52,7 @@ def long_request(url: str, repeats: int, out: dict) -> None:
     samples = np.concatenate([decode_audio(str(JFK)).samples] * repeats)
     try:
         r = httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("long.wav", wav_bytes(samples), "audio/wav")},
-                       data={"model": "whisper-1"}, timeout=600)
+                       data={"model": "whisper-1"}, timeout=900)
         out["status"], out["body"] = r.status_code, r.text
         out["text"] = r.json()["text"] if r.status_code == 200 else None
     except httpx.HTTPError as exc:
@@ -91,10 +91,11 @@ def test_sigterm_finishes_the_request_in_flight_then_exits(tmp_path):
             time.sleep(0.1)
         assert refuses_connections(url), "still accepting connections after SIGTERM"
         assert proc.poll() is None or out, "exited before answering the request in flight"
-        thread.join(timeout=300)
+        thread.join(timeout=540)  # generous: the machine may be shared
         assert out.get("status") == 200, out
         assert wer(" ".join([references()["jfk.wav"]] * 3), out["text"]) <= 0.15, out["text"]
-        assert proc.wait(timeout=60) == 0
+        # uvicorn re-raises the signal once it has shut down, so the exit status says "terminated by SIGTERM".
+        assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -107,13 +108,13 @@ def test_sigterm_gives_up_after_the_shutdown_timeout(tmp_path):
     proc, url, log = start(tmp_path, OYEZ_SHUTDOWN_TIMEOUT_SECONDS="1")
     try:
         out: dict = {}
-        thread = threading.Thread(target=long_request, args=(url, 12, out))  # 132 s of audio: far over 1 s
+        thread = threading.Thread(target=long_request, args=(url, 8, out))  # 88 s of audio: far over 1 s
         thread.start()
         wait_until_decoding(url, thread)
         signalled = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
-        assert time.monotonic() - signalled < 30  # bounded by the timeout, not by the 132 s decode
+        assert time.monotonic() - signalled < 30  # bounded by the timeout, not by the 88 s decode
         thread.join(timeout=60)
         assert out.get("status") != 200, out  # cut off: an error or a closed connection, never a fake answer
     finally:
