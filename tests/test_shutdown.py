@@ -105,7 +105,7 @@ def test_sigterm_finishes_the_request_in_flight_then_exits(tmp_path):
 
 
 def test_sigterm_gives_up_after_the_shutdown_timeout(tmp_path):
-    proc, url, log = start(tmp_path, OYEZ_SHUTDOWN_TIMEOUT_SECONDS="1")
+    proc, url, _ = start(tmp_path, OYEZ_SHUTDOWN_TIMEOUT_SECONDS="1")
     try:
         out: dict = {}
         thread = threading.Thread(target=long_request, args=(url, 8, out))  # 88 s of audio: far over 1 s
