@@ -28,6 +28,11 @@ def main(argv: list[str] | None = None) -> None:
     overrides = {k: v for k, v in {"host": args.host, "port": args.port, "log_level": args.log_level}.items() if v is not None}
     settings = Settings(**overrides)
     configure_logging(settings.log_level, settings.log_format)
+    # sse-starlette ends every open stream the moment SIGTERM arrives; ours are finite transcriptions,
+    # so let them finish like any other request, within uvicorn's graceful-shutdown timeout below.
+    from sse_starlette.sse import AppStatus
+
+    AppStatus.disable_automatic_graceful_drain()
     # log_config=None: uvicorn's loggers propagate to ours (JSON when asked); its access log is
     # replaced by the request log. On SIGTERM uvicorn stops accepting connections, lets
     # in-flight requests finish for up to timeout_graceful_shutdown seconds, then exits.

@@ -5,6 +5,7 @@ The server is started with the `oyez` console script, the Docker image's entry p
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -59,14 +60,29 @@ def long_request(url: str, repeats: int, out: dict) -> None:
         out["error"] = exc
 
 
-def wait_until_decoding(url: str, thread: threading.Thread) -> None:
+def long_stream(url: str, repeats: int, out: dict) -> None:
+    """A streamed request (another model name, so it decodes beside the plain one): collect its events."""
+    samples = np.concatenate([decode_audio(str(JFK)).samples] * repeats)
+    events = []
+    try:
+        with httpx.stream("POST", f"{url}/v1/audio/transcriptions", timeout=900,
+                          files={"file": ("long.wav", wav_bytes(samples), "audio/wav")},
+                          data={"model": "gpt-4o-mini-transcribe", "stream": "true"}) as r:
+            out["status"] = r.status_code
+            events = [json.loads(line[5:]) for line in r.iter_lines() if line.startswith("data:")]
+    except httpx.HTTPError as exc:
+        out["error"] = exc
+    out["events"] = events
+
+
+def wait_until_decoding(url: str, thread: threading.Thread, model: str = "whisper-1") -> None:
     deadline = time.monotonic() + 120
     with httpx.Client(base_url=url, timeout=10) as http:
         while time.monotonic() < deadline and thread.is_alive():
-            if value(scrape(http), "oyez_decodes_running", model="whisper-1") >= 1:
+            if value(scrape(http), "oyez_decodes_running", model=model) >= 1:
                 return
             time.sleep(0.05)
-    raise AssertionError("the request never started decoding")
+    raise AssertionError(f"the {model} request never started decoding")
 
 
 def refuses_connections(url: str) -> bool:
@@ -79,12 +95,16 @@ def refuses_connections(url: str) -> bool:
 
 
 def test_sigterm_finishes_the_request_in_flight_then_exits(tmp_path):
-    proc, url, log = start(tmp_path, OYEZ_SHUTDOWN_TIMEOUT_SECONDS="300")
+    proc, url, log = start(tmp_path, OYEZ_SHUTDOWN_TIMEOUT_SECONDS="500")
     try:
         out: dict = {}
-        thread = threading.Thread(target=long_request, args=(url, 3, out))
+        streamed: dict = {}
+        thread = threading.Thread(target=long_request, args=(url, 2, out))
+        stream_thread = threading.Thread(target=long_stream, args=(url, 1, streamed))
         thread.start()
+        stream_thread.start()
         wait_until_decoding(url, thread)
+        wait_until_decoding(url, stream_thread, "gpt-4o-mini-transcribe")
         proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 10
         while not refuses_connections(url) and time.monotonic() < deadline:
@@ -93,7 +113,12 @@ def test_sigterm_finishes_the_request_in_flight_then_exits(tmp_path):
         assert proc.poll() is None or out, "exited before answering the request in flight"
         thread.join(timeout=540)  # generous: the machine may be shared
         assert out.get("status") == 200, out
-        assert wer(" ".join([references()["jfk.wav"]] * 3), out["text"]) <= 0.15, out["text"]
+        assert wer(" ".join([references()["jfk.wav"]] * 2), out["text"]) <= 0.15, out["text"]
+        stream_thread.join(timeout=540)
+        assert streamed.get("status") == 200 and streamed["events"], streamed  # the stream was not cut at SIGTERM
+        done = streamed["events"][-1]
+        assert done["type"] == "transcript.text.done", streamed["events"][-3:]
+        assert wer(references()["jfk.wav"], done["text"]) <= 0.15, done["text"]
         # uvicorn re-raises the signal once it has shut down, so the exit status says "terminated by SIGTERM".
         assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
     finally:
