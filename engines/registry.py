@@ -78,6 +78,7 @@ class ModelRegistry:
             specs[name] = ModelSpec(name, weights, kind=kind, created=created)
         self._specs = specs
         self._engines: dict[str, FasterWhisperEngine] = {}
+        self._load_seconds: dict[str, float] = {}  # by weights, for the operator's metrics
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
@@ -95,6 +96,11 @@ class ModelRegistry:
         if spec is None or spec.weights not in self._engines:
             return False
         return spec.kind == "speech" or self._diarizer is not None
+
+    def load_seconds(self, name: str) -> float | None:
+        """How long the model's weights took to load, or None when they are not loaded."""
+        spec = self._specs.get(name)
+        return self._load_seconds.get(spec.weights) if spec is not None and self.is_loaded(name) else None
 
     def engine(self, name: str):
         """The loaded engine for a model name, loading it on first use (blocking; call off the event loop).
@@ -150,6 +156,7 @@ class ModelRegistry:
                     "loaded %s (%s) on %s/%s in %.2fs",
                     name, weights, engine.device, engine.compute_type, time.monotonic() - started,
                 )
+                self._load_seconds[weights] = time.monotonic() - started
                 self._engines[weights] = engine
         return engine
 

@@ -17,24 +17,32 @@ from sse_starlette import EventSourceResponse
 from engines.audio import decode_audio
 from engines.registry import EngineConfig, ModelRegistry
 from engines.types import DiarizerConfig, TranscribeOptions, VadParams
+from server.auth import APIKeyMiddleware, KeyChecker, announce, load_keys
 from server.errors import APIError, error_body, install_error_handlers, invalid
 from server.known_speakers import check_counts, decode_references
+from server.limits import BodyLimitMiddleware, check_speaker_references, collect_within
+from server.metrics import Metrics
 from server.params import TranscriptionRequest, parse_transcription
 from server.render import render
+from server.request_log import RequestLogMiddleware, request_info
 from server.settings import Settings
 from server.streaming import stream_events
 
 log = logging.getLogger("oyez.server")
 
-MAX_FORM_FIELDS = 1000
 MAX_FORM_FILES = 4
-MAX_TEXT_PART_BYTES = 16 * 1024 * 1024  # known_speaker_references data URLs can be a few MB
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     registry = build_registry(settings)
     ready = threading.Event()
+    failed: list[str] = []
+    keys = load_keys(settings.api_keys, settings.api_keys_file)
+    checker = KeyChecker(keys)
+    metrics = Metrics(registry)
+    # Text parts hold at most a base64 speaker reference (4 characters per 3 bytes) or a prompt.
+    max_text_part = max(1 << 20, int(settings.max_reference_mb * 2**20 * 4 / 3) + 4096)
 
     def preload() -> None:
         for name in settings.preload:
@@ -42,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 registry.engine(name)
             except Exception:
                 log.exception("could not preload model %s", name)
+                failed.append(name)
         ready.set()
 
     @asynccontextmanager
@@ -52,7 +61,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Oyez", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     app.state.registry = registry
+    app.state.metrics = metrics
     install_error_handlers(app)
+    # Outermost last: request id + log + metrics, then API keys, then body size/time limits.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes, timeout_s=settings.body_timeout_seconds)
+    app.add_middleware(APIKeyMiddleware, checker=checker)
+    app.add_middleware(RequestLogMiddleware, metrics=metrics)
+    announce(checker, len(keys))
     # Per model name, at most num_workers decodes run at once, each in a worker
     # thread, so the event loop keeps answering.
     slots: dict[str, asyncio.Semaphore] = {}
@@ -70,7 +85,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def ready_check():
         if not ready.is_set():
             return JSONResponse({"status": "loading"}, status_code=503)
+        if failed:
+            return JSONResponse({"status": "unavailable", "failed": failed}, status_code=503)
         return {"status": "ready", "loaded": [m for m in registry.ids() if registry.is_loaded(m)]}
+
+    @app.get("/metrics")
+    async def metrics_route():
+        return metrics.response()
 
     @app.get("/v1/models")
     async def list_models():
@@ -83,13 +104,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     async def handle(request: Request, task: str) -> Response:
         _check_length(request, settings.max_upload_bytes)
-        form = await request.form(max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FIELDS, max_part_size=MAX_TEXT_PART_BYTES)
+        info = request_info(request)
+        form = await request.form(max_files=MAX_FORM_FILES, max_fields=settings.max_form_fields, max_part_size=max_text_part)
         try:
             # Everything that can fail on the request's fault happens here, before any
             # response starts, so it answers a JSON 4xx even when a stream was asked for.
             req = parse_transcription(form, task)
             spec = registry.spec(req.model)
+            info.model, info.response_format, info.stream = req.model, req.response_format, req.stream
             _check_request(req, spec.kind)
+            check_speaker_references(
+                req.known_speaker_names, req.known_speaker_references,
+                max_count=settings.max_speaker_references, max_bytes=int(settings.max_reference_mb * 2**20),
+            )
             check_counts(req.known_speaker_names, req.known_speaker_references, settings.max_speaker_references)
             size = req.file.size if req.file.size is not None else _file_size(req.file.file)
             if size > settings.max_upload_bytes:
@@ -110,24 +137,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await form.close()
         slots = slots_for(req.model)
+        info.audio_s = audio.duration
 
         if req.stream:
             async def events():
-                async with slots:
-                    async for message in stream_events(
-                        lambda: engine.transcribe(audio, options), req.include_logprobs, error_body
-                    ):
-                        yield message
+                async with metrics.slot(slots, req.model, info):
+                    started = time.monotonic()
+                    try:
+                        async for message in stream_events(
+                            lambda: engine.transcribe(audio, options), req.include_logprobs, error_body
+                        ):
+                            yield message
+                    finally:
+                        info.run_s = time.monotonic() - started
+                        metrics.observe_run(req.model, info.run_s, audio.duration)
 
             return EventSourceResponse(events(), ping=settings.sse_keepalive_seconds, sep="\n")
 
-        started = time.monotonic()
-        async with slots:
-            transcript = await anyio.to_thread.run_sync(lambda: engine.transcribe(audio, options).collect())
-        log.info(
-            "%s model=%s format=%s audio=%.2fs took=%.2fs",
-            task, req.model, req.response_format, transcript.audio.duration, time.monotonic() - started,
-        )
+        async with metrics.slot(slots, req.model, info):
+            started = time.monotonic()
+            transcript = await collect_within(
+                lambda: engine.transcribe(audio, options), settings.request_timeout_seconds, request.is_disconnected
+            )
+            info.run_s = time.monotonic() - started
+        metrics.observe_run(req.model, info.run_s, audio.duration)
+        if transcript is None:  # the client went away; nobody reads the answer
+            return Response(status_code=499)
         return render(
             transcript,
             model=req.model,

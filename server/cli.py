@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -23,19 +22,28 @@ def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
     from server.app import create_app
+    from server.request_log import configure_logging
     from server.settings import Settings
 
     overrides = {k: v for k, v in {"host": args.host, "port": args.port, "log_level": args.log_level}.items() if v is not None}
     settings = Settings(**overrides)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level, settings.log_format)
+    # sse-starlette ends every open stream the moment SIGTERM arrives; ours are finite transcriptions,
+    # so let them finish like any other request, within uvicorn's graceful-shutdown timeout below.
+    from sse_starlette.sse import AppStatus
+
+    AppStatus.disable_automatic_graceful_drain()
+    # log_config=None: uvicorn's loggers propagate to ours (JSON when asked); its access log is
+    # replaced by the request log. On SIGTERM uvicorn stops accepting connections, lets
+    # in-flight requests finish for up to timeout_graceful_shutdown seconds, then exits.
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=30,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
     )
 
 

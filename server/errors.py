@@ -6,8 +6,9 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from engines.errors import (
     AudioDecodeError,
@@ -93,6 +94,11 @@ def install_error_handlers(app: FastAPI) -> None:
         first = exc.errors()[0] if exc.errors() else {}
         loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
         return APIError(400, first.get("msg", "Invalid request."), param=".".join(loc) or None).response()
+
+    @app.exception_handler(ClientDisconnect)
+    async def _client_gone(_: Request, exc: ClientDisconnect):
+        log.info("client disconnected before its request body was complete")
+        return Response(status_code=499)  # nobody is listening; no traceback for an everyday event
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception):

@@ -48,13 +48,23 @@ class Settings(BaseSettings):
     speaker_match_threshold: float = Field(
         0.5, description="Cosine similarity a voice needs with a known speaker's reference to get that name."
     )
-    max_speaker_references: int = Field(4, description="Most known_speaker_references per request (OpenAI: 4).")
 
     # Requests
     vad_by_default: bool = Field(True, description="Voice-activity detection when the request sets no chunking_strategy.")
     max_upload_mb: float = Field(25.0, description="Largest accepted upload (OpenAI's limit is 25 MB).")
     max_audio_seconds: float = Field(4 * 3600.0, description="Longest accepted audio after decoding.")
     sse_keepalive_seconds: float = Field(10.0, description="Keep-alive comment interval on streams with no text.")
+
+    # Production (security, limits, operations; see server/auth.py, server/limits.py, server/request_log.py)
+    api_keys: str = Field("", description="API keys, comma-separated or a JSON list; empty = no authentication.")
+    api_keys_file: Path | None = Field(None, description="File of API keys, one a line (# comments).")
+    max_form_fields: int = Field(1000, description="Most form fields per request (400 past it).")
+    max_speaker_references: int = Field(4, description="Most known_speaker_names / known_speaker_references.")
+    max_reference_mb: float = Field(5.0, description="Largest decoded known_speaker_references audio, per reference.")
+    body_timeout_seconds: float = Field(120.0, description="The whole upload must arrive within this (408 past it).")
+    request_timeout_seconds: float = Field(1800.0, description="Wall time of one non-streamed decode (504 past it).")
+    shutdown_timeout_seconds: float = Field(30.0, description="On SIGTERM, how long in-flight requests may finish.")
+    log_format: str = Field("text", description="text or json: one structured line per request either way.")
 
     @property
     def max_upload_bytes(self) -> int:

@@ -1,0 +1,134 @@
+"""Request limits that protect the server from hostile or broken clients.
+
+- BodyLimitMiddleware counts the bytes of every request body as they arrive, so an upload with
+  no (or a lying) Content-Length is cut off at the limit with a 413 instead of spooling to disk,
+  and gives the whole body a deadline, so a client that trickles its upload gets a 408 and
+  frees its connection, spooled file and memory.
+- check_speaker_references bounds the count and size of known_speaker_* fields and rejects
+  values that are not base64 data URLs, before anything decodes them.
+- collect_within drives a non-streamed decode one segment at a time and stops it at a deadline
+  or when the client has gone away, so the worker thread is freed too.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import re
+import time
+from collections.abc import Awaitable, Callable
+
+import anyio
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from engines.types import Transcript, TranscriptionStream
+from server.errors import APIError, invalid
+
+MULTIPART_SLACK = 64 * 1024  # form framing and small fields around the file part
+
+
+class BodyLimitMiddleware:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, timeout_s: float):
+        self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        received = 0
+        deadline = time.monotonic() + self.timeout_s
+        done = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, done
+            if done:  # after the body, receive only waits for a disconnect: no deadline
+                return await receive()
+            remaining = deadline - time.monotonic()
+            with anyio.move_on_after(max(0.0, remaining)) as scope_:
+                message = await receive()
+            if scope_.cancelled_caught:
+                raise APIError(
+                    408, f"The request body did not arrive within {self.timeout_s:g} seconds.",
+                    code="request_timeout", headers={"Connection": "close"},
+                )
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes + MULTIPART_SLACK:
+                    raise APIError(
+                        413, f"The request body is too large; the limit is {self.max_bytes / 2**20:g} MB.",
+                        param="file", code="request_too_large", headers={"Connection": "close"},
+                    )
+                done = not message.get("more_body", False)
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+_DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?:;[\w.+-]+=[\w.+-]+)*;base64,(?P<data>[A-Za-z0-9+/=\s]*)$", re.DOTALL)
+
+
+def check_speaker_references(names: list[str], references: list[str], *, max_count: int, max_bytes: int) -> None:
+    """Bound known_speaker_names / known_speaker_references before anything decodes them."""
+    for param, values in (("known_speaker_names", names), ("known_speaker_references", references)):
+        if len(values) > max_count:
+            raise invalid(param, f"At most {max_count} `{param}` are allowed; got {len(values)}.")
+    for i, ref in enumerate(references):
+        param = "known_speaker_references"
+        # base64 is 4 characters per 3 bytes: refuse by length before decoding anything.
+        if len(ref) > 4 * math.ceil(max_bytes / 3) + 256:
+            raise invalid(param, f"`{param}[{i}]` is larger than the limit of {max_bytes / 2**20:g} MB.")
+        m = _DATA_URL.match(ref.strip())
+        if not m:
+            raise invalid(param, f"`{param}[{i}]` must be a base64 data URL such as `data:audio/wav;base64,...`.")
+        try:
+            data = base64.b64decode(re.sub(r"\s+", "", m.group("data")), validate=True)
+        except (binascii.Error, ValueError):
+            raise invalid(param, f"`{param}[{i}]` is not valid base64.") from None
+        if not data:
+            raise invalid(param, f"`{param}[{i}]` holds no audio.")
+
+
+class RequestTimeout(APIError):
+    def __init__(self, seconds: float):
+        super().__init__(
+            504, f"The transcription did not finish within the server's limit of {seconds:g} seconds.",
+            code="timeout", type="server_error",
+        )
+
+
+async def collect_within(
+    start: Callable[[], TranscriptionStream],
+    timeout_s: float,
+    disconnected: Callable[[], Awaitable[bool]] | None = None,
+) -> Transcript | None:
+    """Decode to the end, one segment per worker-thread step; the stream is always closed.
+
+    Returns None when the client went away (checked between segments). Past `timeout_s`
+    the decode stops at the next segment boundary and RequestTimeout is raised.
+    """
+    deadline = time.monotonic() + timeout_s
+    stream = await anyio.to_thread.run_sync(start)
+    segments = []
+    try:
+        iterator = iter(stream)
+        while True:
+            segment = await anyio.to_thread.run_sync(next, iterator, None)
+            if segment is None:
+                break
+            segments.append(segment)
+            if time.monotonic() > deadline:
+                raise RequestTimeout(timeout_s)
+            if disconnected is not None and await disconnected():
+                return None
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(stream.close)
+    return Transcript(
+        language=stream.language,
+        language_probability=stream.language_probability,
+        audio=stream.audio,
+        prompt_tokens=stream.prompt_tokens,
+        task=stream.task,
+        segments=segments,
+    )

@@ -1,0 +1,147 @@
+"""Graceful shutdown: on SIGTERM the server stops accepting, finishes in-flight requests, then exits.
+
+The server is started with the `oyez` console script, the Docker image's entry point.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from engines.audio import decode_audio
+from tests.conftest import _free_port
+from tests.helpers import DATA, ROOT, references, wav_bytes, wer
+from tests.test_operations import scrape, value
+
+JFK = DATA / "jfk.wav"
+
+
+def start(tmp_path: Path, **env) -> tuple[subprocess.Popen, str, Path]:
+    port = _free_port()
+    log = tmp_path / "server.log"
+    oyez = Path(sys.executable).with_name("oyez")
+    proc = subprocess.Popen(
+        [str(oyez), "serve", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT, env={**os.environ, "OYEZ_PRELOAD": '["whisper-1"]', "OYEZ_DEFAULT_WEIGHTS": "tiny.en", **env},
+        stdout=open(log, "w"), stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()
+        try:
+            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                return proc, url, log
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    proc.kill()
+    raise AssertionError("server not ready: " + log.read_text())
+
+
+def long_request(url: str, repeats: int, out: dict) -> None:
+    samples = np.concatenate([decode_audio(str(JFK)).samples] * repeats)
+    try:
+        r = httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("long.wav", wav_bytes(samples), "audio/wav")},
+                       data={"model": "whisper-1"}, timeout=900)
+        out["status"], out["body"] = r.status_code, r.text
+        out["text"] = r.json()["text"] if r.status_code == 200 else None
+    except httpx.HTTPError as exc:
+        out["error"] = exc
+
+
+def long_stream(url: str, repeats: int, out: dict) -> None:
+    """A streamed request (another model name, so it decodes beside the plain one): collect its events."""
+    samples = np.concatenate([decode_audio(str(JFK)).samples] * repeats)
+    events = []
+    try:
+        with httpx.stream("POST", f"{url}/v1/audio/transcriptions", timeout=900,
+                          files={"file": ("long.wav", wav_bytes(samples), "audio/wav")},
+                          data={"model": "gpt-4o-mini-transcribe", "stream": "true"}) as r:
+            out["status"] = r.status_code
+            events = [json.loads(line[5:]) for line in r.iter_lines() if line.startswith("data:")]
+    except httpx.HTTPError as exc:
+        out["error"] = exc
+    out["events"] = events
+
+
+def wait_until_decoding(url: str, thread: threading.Thread, model: str = "whisper-1") -> None:
+    deadline = time.monotonic() + 120
+    with httpx.Client(base_url=url, timeout=10) as http:
+        while time.monotonic() < deadline and thread.is_alive():
+            if value(scrape(http), "oyez_decodes_running", model=model) >= 1:
+                return
+            time.sleep(0.05)
+    raise AssertionError(f"the {model} request never started decoding")
+
+
+def refuses_connections(url: str) -> bool:
+    host, port = url.removeprefix("http://").split(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=2):
+            return False
+    except OSError:
+        return True
+
+
+def test_sigterm_finishes_the_request_in_flight_then_exits(tmp_path):
+    proc, url, log = start(tmp_path, OYEZ_SHUTDOWN_TIMEOUT_SECONDS="500")
+    try:
+        out: dict = {}
+        streamed: dict = {}
+        thread = threading.Thread(target=long_request, args=(url, 2, out))
+        stream_thread = threading.Thread(target=long_stream, args=(url, 1, streamed))
+        thread.start()
+        stream_thread.start()
+        wait_until_decoding(url, thread)
+        wait_until_decoding(url, stream_thread, "gpt-4o-mini-transcribe")
+        proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while not refuses_connections(url) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert refuses_connections(url), "still accepting connections after SIGTERM"
+        assert proc.poll() is None or out, "exited before answering the request in flight"
+        thread.join(timeout=540)  # generous: the machine may be shared
+        assert out.get("status") == 200, out
+        assert wer(" ".join([references()["jfk.wav"]] * 2), out["text"]) <= 0.15, out["text"]
+        stream_thread.join(timeout=540)
+        assert streamed.get("status") == 200 and streamed["events"], streamed  # the stream was not cut at SIGTERM
+        done = streamed["events"][-1]
+        assert done["type"] == "transcript.text.done", streamed["events"][-3:]
+        assert wer(references()["jfk.wav"], done["text"]) <= 0.15, done["text"]
+        # uvicorn re-raises the signal once it has shut down, so the exit status says "terminated by SIGTERM".
+        assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert "Shutting down" in text and "Finished server process" in text
+    assert "Traceback" not in text
+
+
+def test_sigterm_gives_up_after_the_shutdown_timeout(tmp_path):
+    proc, url, _ = start(tmp_path, OYEZ_SHUTDOWN_TIMEOUT_SECONDS="1")
+    try:
+        out: dict = {}
+        thread = threading.Thread(target=long_request, args=(url, 8, out))  # 88 s of audio: far over 1 s
+        thread.start()
+        wait_until_decoding(url, thread)
+        signalled = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        assert time.monotonic() - signalled < 30  # bounded by the timeout, not by the 88 s decode
+        thread.join(timeout=60)
+        assert out.get("status") != 200, out  # cut off: an error or a closed connection, never a fake answer
+    finally:
+        if proc.poll() is None:
+            proc.kill()
