@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import anyio
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from sse_starlette import EventSourceResponse
 
 from engines.audio import decode_audio
 from engines.registry import EngineConfig, ModelRegistry
@@ -19,8 +17,9 @@ from engines.types import TranscribeOptions, VadParams
 from server.errors import APIError, error_body, install_error_handlers, invalid
 from server.params import TranscriptionRequest, parse_transcription
 from server.render import render
+from server.scheduler import Scheduler
 from server.settings import Settings
-from server.streaming import stream_events
+from server.streaming import HeldEventSourceResponse, stream_events
 
 log = logging.getLogger("oyez.server")
 
@@ -45,20 +44,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         threading.Thread(target=preload, name="oyez-preload", daemon=True).start()
+        sweeper = asyncio.create_task(_sweep_models(registry, settings))
         yield
+        sweeper.cancel()
 
     app = FastAPI(title="Oyez", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     app.state.registry = registry
     install_error_handlers(app)
-    # Per model name, at most num_workers decodes run at once, each in a worker
-    # thread, so the event loop keeps answering.
-    slots: dict[str, asyncio.Semaphore] = {}
-
-    def slots_for(model: str) -> asyncio.Semaphore:
-        if model not in slots:
-            slots[model] = asyncio.Semaphore(max(1, settings.num_workers))
-        return slots[model]
+    # Per loaded engine, `concurrency` requests decode at once (each in a worker thread, so
+    # the event loop keeps answering) and up to `max_queue` wait; past that, 429.
+    scheduler = Scheduler(settings.concurrency, settings.max_queue)
+    app.state.scheduler = scheduler
 
     @app.get("/health")
     async def health():
@@ -68,7 +65,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def ready_check():
         if not ready.is_set():
             return JSONResponse({"status": "loading"}, status_code=503)
-        return {"status": "ready", "loaded": [m for m in registry.ids() if registry.is_loaded(m)]}
+        return {"status": "ready", "loaded": [m for m in registry.ids() if registry.is_loaded(m)],
+                "pools": scheduler.snapshot()}
 
     @app.get("/v1/models")
     async def list_models():
@@ -94,39 +92,52 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if size == 0:
                 raise APIError(400, "The audio file is empty.", param="file", code="invalid_audio")
             options = _options(req, settings)
-            engine = await anyio.to_thread.run_sync(registry.engine, req.model)
-            engine.check(options)
-            audio = await anyio.to_thread.run_sync(
-                lambda: decode_audio(req.file.file, max_seconds=settings.max_audio_seconds)
-            )
+            # Admission (429 when the queue is full), then the run slot, the engine lease and the
+            # decoded audio: queued requests hold only their upload, never a decoded signal.
+            held = AsyncExitStack()
+            ticket = await held.enter_async_context(scheduler.slot(registry.pool(req.model), req.model))
+            request.state.ticket = ticket
+            try:
+                engine = await anyio.to_thread.run_sync(registry.acquire, req.model)
+                held.callback(registry.release, req.model)
+                engine.check(options)
+                audio = await anyio.to_thread.run_sync(
+                    lambda: decode_audio(req.file.file, max_seconds=settings.max_audio_seconds)
+                )
+            except BaseException:
+                await held.aclose()
+                raise
         finally:
             await form.close()
-        slots = slots_for(req.model)
+        headers = {"x-oyez-queue-ms": str(round(ticket.queue_wait_s * 1000))}
 
         if req.stream:
             async def events():
-                async with slots:
+                try:
                     async for message in stream_events(
                         lambda: engine.transcribe(audio, options), req.include_logprobs, error_body
                     ):
                         yield message
+                finally:
+                    await held.aclose()  # the slot is held until the last event
+                    _log_done(task, req, audio.duration, ticket)
 
-            return EventSourceResponse(events(), ping=settings.sse_keepalive_seconds, sep="\n")
+            return HeldEventSourceResponse(
+                events(), release=held.aclose, ping=settings.sse_keepalive_seconds, sep="\n", headers=headers,
+            )
 
-        started = time.monotonic()
-        async with slots:
+        async with held:
             transcript = await anyio.to_thread.run_sync(lambda: engine.transcribe(audio, options).collect())
-        log.info(
-            "%s model=%s format=%s audio=%.2fs took=%.2fs",
-            task, req.model, req.response_format, transcript.audio.duration, time.monotonic() - started,
-        )
-        return render(
+        _log_done(task, req, transcript.audio.duration, ticket)
+        response = render(
             transcript,
             model=req.model,
             response_format=req.response_format,
             granularities=req.granularities,
             include_logprobs=req.include_logprobs,
         )
+        response.headers.update({**headers, "openai-processing-ms": str(round(ticket.run_s * 1000))})
+        return response
 
     @app.post("/v1/audio/transcriptions")
     async def transcriptions(request: Request):
@@ -137,6 +148,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return await handle(request, "translate")
 
     return app
+
+
+def _log_done(task: str, req: TranscriptionRequest, duration: float, ticket) -> None:
+    log.info(
+        "%s model=%s format=%s stream=%s audio=%.2fs queued=%.2fs ran=%.2fs",
+        task, req.model, req.response_format, req.stream, duration, ticket.queue_wait_s, ticket.run_s,
+    )
+
+
+async def _sweep_models(registry: ModelRegistry, settings: Settings) -> None:
+    """Unload idle models and enforce the resident cap, off the event loop, every few seconds."""
+    if settings.model_idle_seconds <= 0 and settings.max_loaded_models <= 0:
+        return
+    interval = min(30.0, max(0.5, settings.model_idle_seconds / 4)) if settings.model_idle_seconds > 0 else 5.0
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await anyio.to_thread.run_sync(registry.maintain)
+        except Exception:
+            log.exception("model sweep failed")
 
 
 def build_registry(settings: Settings) -> ModelRegistry:
@@ -151,7 +182,11 @@ def build_registry(settings: Settings) -> ModelRegistry:
             cpu_threads=settings.cpu_threads,
             num_workers=settings.num_workers,
             beam_size=settings.beam_size,
+            batch_size=settings.batch_size,
+            window_seconds=settings.window_seconds,
         ),
+        idle_seconds=settings.model_idle_seconds,
+        max_loaded=settings.max_loaded_models,
     )
 
 

@@ -31,14 +31,30 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="auto, cpu or cuda.")
     compute_type: str = Field("auto", description="auto (int8 on CPU, float16 on CUDA) or any CTranslate2 type.")
     cpu_threads: int = Field(0, description="Threads per model on CPU; 0 = all cores.")
-    num_workers: int = Field(1, description="Concurrent decodes per loaded model.")
+    num_workers: int = Field(1, description="CTranslate2 model replicas per loaded model (parallel decodes inside it).")
     beam_size: int = 5
+
+    # Scheduling and model lifecycle (server/scheduler.py, engines/registry.py)
+    max_concurrency: int = Field(
+        0, description="Requests decoding at once per loaded model; 0 = the larger of 2 and num_workers."
+    )
+    max_queue: int = Field(16, description="Requests waiting per loaded model; past it, 429 with Retry-After.")
+    model_idle_seconds: float = Field(0.0, description="Unload a model unused this long; 0 = never.")
+    max_loaded_models: int = Field(0, description="Most models resident at once (least recently used goes); 0 = no cap.")
+    batch_size: int = Field(
+        -1, description="VAD chunks decoded per batch within a request; 0 = sequential, -1 = auto (0 on CPU, 8 on CUDA)."
+    )
+    window_seconds: float = Field(300.0, description="Audio longer than this is transcribed in windows of about this length.")
 
     # Requests
     vad_by_default: bool = Field(True, description="Voice-activity detection when the request sets no chunking_strategy.")
     max_upload_mb: float = Field(25.0, description="Largest accepted upload (OpenAI's limit is 25 MB).")
     max_audio_seconds: float = Field(4 * 3600.0, description="Longest accepted audio after decoding.")
     sse_keepalive_seconds: float = Field(10.0, description="Keep-alive comment interval on streams with no text.")
+
+    @property
+    def concurrency(self) -> int:
+        return self.max_concurrency if self.max_concurrency > 0 else max(2, self.num_workers)
 
     @property
     def max_upload_bytes(self) -> int:
