@@ -16,8 +16,8 @@ from faster_whisper.vad import VadOptions
 
 from engines.audio import Audio
 from engines.batched import transcribe_batched
-from engines.longform import plan_windows
 from engines.errors import UnsupportedOptionError
+from engines.longform import plan_windows
 from engines.types import (
     AudioInfo,
     Segment,
