@@ -229,9 +229,8 @@ class ModelRegistry:
         return [key for key, _ in victims]
 
     def _load_whisper(self, spec: ModelSpec) -> Any:
-        from engines.whisper import (
-            FasterWhisperEngine,  # faster-whisper is imported on first load only
-        )
+        # faster-whisper is imported on first load only
+        from engines.whisper import FasterWhisperEngine
 
         cfg = self.engine_config
         device = resolve_device(cfg.device)
