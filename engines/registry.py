@@ -52,7 +52,7 @@ class EngineConfig:
     cpu_threads: int = 0
     num_workers: int = 1
     beam_size: int = 5
-    batch_size: int = -1  # >0: batched VAD chunks (engines/batched.py); 0: sequential; -1: auto_batch_size
+    batch_size: int = 0  # >0: VAD chunks decoded in batches (engines/batched.py); 0: sequential
     window_seconds: float = 300.0  # longer audio is transcribed in windows of about this length
 
 
@@ -242,7 +242,7 @@ class ModelRegistry:
             cpu_threads=cfg.cpu_threads,
             num_workers=cfg.num_workers,
             beam_size=cfg.beam_size,
-            batch_size=cfg.batch_size if cfg.batch_size >= 0 else auto_batch_size(device),
+            batch_size=cfg.batch_size,
             window_seconds=cfg.window_seconds,
         )
         log.info("%s runs on %s/%s", spec.weights, engine.device, engine.compute_type)
@@ -283,11 +283,6 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if cuda_devices() > 0 else "cpu"
     return device
-
-
-def auto_batch_size(device: str) -> int:
-    """Sequential decoding on CPU, where batching measured slower (docs/benchmarks.md); 8 chunks per batch on CUDA."""
-    return 8 if resolve_device(device) == "cuda" else 0
 
 
 def auto_compute_type(device: str) -> str:

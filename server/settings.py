@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     model_idle_seconds: float = Field(0.0, description="Unload a model unused this long; 0 = never.")
     max_loaded_models: int = Field(0, description="Most models resident at once (least recently used goes); 0 = no cap.")
     batch_size: int = Field(
-        -1, description="VAD chunks decoded per batch within a request; 0 = sequential, -1 = auto (0 on CPU, 8 on CUDA)."
+        0, description="VAD chunks decoded per batch within a request (BatchedInferencePipeline); 0 = sequential."
     )
     window_seconds: float = Field(300.0, description="Audio longer than this is transcribed in windows of about this length.")
 

@@ -9,7 +9,7 @@ import time
 import pytest
 
 import engines.registry as registry_module
-from engines.registry import ModelRegistry
+from engines.registry import EngineConfig, ModelRegistry
 
 
 class FakeEngine:
@@ -112,20 +112,18 @@ def test_failed_load_leaves_nothing_resident(tmp_path):
     assert not reg.is_loaded("a") and reg.loaded_pools() == []
 
 
-def test_auto_device_picks_cuda_float16_and_batching_when_a_gpu_is_seen(monkeypatch):
+def test_auto_device_picks_cuda_and_float16_when_a_gpu_is_seen(monkeypatch):
     monkeypatch.setattr(registry_module, "cuda_devices", lambda: 1)
     assert registry_module.resolve_device("auto") == "cuda"
     assert registry_module.auto_compute_type("auto") == "float16"
-    assert registry_module.auto_batch_size("auto") == 8
     assert registry_module.resolve_device("cpu") == "cpu"
     monkeypatch.setattr(registry_module, "cuda_devices", lambda: 0)
     assert registry_module.resolve_device("auto") == "cpu"
     assert registry_module.auto_compute_type("auto") == "int8"
-    assert registry_module.auto_batch_size("auto") == 0
 
 
 def test_whisper_loader_passes_cuda_choices_to_the_engine(tmp_path, monkeypatch):
-    """The real loader with a GPU reported: the engine is asked for cuda/float16 and batches."""
+    """The real loader with a GPU reported: the engine is asked for cuda/float16, with the configured batch size."""
     import engines.whisper as whisper_module
 
     seen = {}
@@ -140,7 +138,7 @@ def test_whisper_loader_passes_cuda_choices_to_the_engine(tmp_path, monkeypatch)
     model_dir = tmp_path / "m"
     model_dir.mkdir()
     (model_dir / "model.bin").write_bytes(b"x")
-    reg = ModelRegistry(cache_dir=tmp_path, models={"x": str(model_dir)})
+    reg = ModelRegistry(cache_dir=tmp_path, models={"x": str(model_dir)}, engine=EngineConfig(batch_size=8))
     reg.engine("x")
     assert (seen["device"], seen["compute_type"], seen["batch_size"]) == ("cuda", "float16", 8)
     assert seen["model_dir"] == model_dir
