@@ -12,7 +12,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from engines.audio import decode_audio
-from engines.registry import EngineConfig, ModelRegistry
+from engines.parallelism import Parallelism, plan
+from engines.registry import EngineConfig, ModelRegistry, resolve_device
 from engines.types import TranscribeOptions, VadParams
 from server.errors import APIError, error_body, install_error_handlers, invalid
 from server.params import TranscriptionRequest, parse_transcription
@@ -54,7 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     # Per loaded engine, `concurrency` requests decode at once (each in a worker thread, so
     # the event loop keeps answering) and up to `max_queue` wait; past that, 429.
-    scheduler = Scheduler(settings.concurrency, settings.max_queue)
+    scheduler = Scheduler(parallelism(settings).concurrency, settings.max_queue)
     app.state.scheduler = scheduler
 
     @app.get("/health")
@@ -170,7 +171,15 @@ async def _sweep_models(registry: ModelRegistry, settings: Settings) -> None:
             log.exception("model sweep failed")
 
 
+def parallelism(settings: Settings) -> Parallelism:
+    """Replicas, threads and concurrent requests per model, with settings left at 0 filled in for the device."""
+    return plan(resolve_device(settings.device), settings.num_workers, settings.cpu_threads, settings.max_concurrency)
+
+
 def build_registry(settings: Settings) -> ModelRegistry:
+    parallel = parallelism(settings)
+    log.info("per model: %d requests at once, %d replicas x %s threads, queue of %d",
+             parallel.concurrency, parallel.replicas, parallel.threads or "default", settings.max_queue)
     return ModelRegistry(
         default_weights=settings.default_weights,
         models=settings.models,
@@ -179,8 +188,8 @@ def build_registry(settings: Settings) -> ModelRegistry:
         engine=EngineConfig(
             device=settings.device,
             compute_type=settings.compute_type,
-            cpu_threads=settings.cpu_threads,
-            num_workers=settings.num_workers,
+            cpu_threads=parallel.threads,
+            num_workers=parallel.replicas,
             beam_size=settings.beam_size,
             batch_size=settings.batch_size,
             window_seconds=settings.window_seconds,

@@ -30,14 +30,14 @@ class Settings(BaseSettings):
     # Engine
     device: str = Field("auto", description="auto, cpu or cuda.")
     compute_type: str = Field("auto", description="auto (int8 on CPU, float16 on CUDA) or any CTranslate2 type.")
-    cpu_threads: int = Field(0, description="Threads per model on CPU; 0 = all cores.")
-    num_workers: int = Field(1, description="CTranslate2 model replicas per loaded model (parallel decodes inside it).")
+    cpu_threads: int = Field(0, description="Threads per model replica on CPU; 0 = the cores divided among replicas.")
+    num_workers: int = Field(
+        0, description="CTranslate2 replicas per loaded model (decodes at once inside it); 0 = auto (engines/parallelism.py)."
+    )
     beam_size: int = 5
 
     # Scheduling and model lifecycle (server/scheduler.py, engines/registry.py)
-    max_concurrency: int = Field(
-        0, description="Requests decoding at once per loaded model; 0 = the larger of 2 and num_workers."
-    )
+    max_concurrency: int = Field(0, description="Requests decoding at once per loaded model; 0 = one per replica.")
     max_queue: int = Field(16, description="Requests waiting per loaded model; past it, 429 with Retry-After.")
     model_idle_seconds: float = Field(0.0, description="Unload a model unused this long; 0 = never.")
     max_loaded_models: int = Field(0, description="Most models resident at once (least recently used goes); 0 = no cap.")
@@ -51,10 +51,6 @@ class Settings(BaseSettings):
     max_upload_mb: float = Field(25.0, description="Largest accepted upload (OpenAI's limit is 25 MB).")
     max_audio_seconds: float = Field(4 * 3600.0, description="Longest accepted audio after decoding.")
     sse_keepalive_seconds: float = Field(10.0, description="Keep-alive comment interval on streams with no text.")
-
-    @property
-    def concurrency(self) -> int:
-        return self.max_concurrency if self.max_concurrency > 0 else max(2, self.num_workers)
 
     @property
     def max_upload_bytes(self) -> int:

@@ -142,3 +142,19 @@ def test_whisper_loader_passes_cuda_choices_to_the_engine(tmp_path, monkeypatch)
     reg.engine("x")
     assert (seen["device"], seen["compute_type"], seen["batch_size"]) == ("cuda", "float16", 8)
     assert seen["model_dir"] == model_dir
+
+
+def test_parallelism_splits_cores_among_replicas_and_honours_settings():
+    from engines.parallelism import plan
+
+    assert plan("cpu", cores=2) == plan("cpu", 0, 0, 0, cores=2)
+    p = plan("cpu", cores=2)
+    assert (p.replicas, p.threads, p.concurrency) == (2, 1, 2)  # what measured best on 2 cores
+    p = plan("cpu", cores=16)
+    assert (p.replicas, p.threads, p.concurrency) == (4, 4, 4)
+    p = plan("cpu", num_workers=1, cores=8)
+    assert (p.replicas, p.threads, p.concurrency) == (1, 8, 1)  # one replica takes every core
+    p = plan("cpu", num_workers=2, cpu_threads=3, max_concurrency=5, cores=2)
+    assert (p.replicas, p.threads, p.concurrency) == (2, 3, 5)  # explicit settings win
+    p = plan("cuda", cores=8)
+    assert (p.replicas, p.concurrency) == (2, 2)
