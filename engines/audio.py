@@ -67,10 +67,7 @@ def decode_audio(source: str | BinaryIO, max_seconds: float | None = None, param
         container.close()
     if blocks.total == 0:
         raise AudioDecodeError("The audio file contains no audio samples.", param)
-    samples = blocks.join()
-    if not np.isfinite(samples).all():
-        np.nan_to_num(samples, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
-    return Audio(samples=samples)
+    return Audio(samples=blocks.join())
 
 
 class SampleBlocks:
@@ -78,12 +75,14 @@ class SampleBlocks:
 
     Decoders hand out frames of a few thousand samples. Keeping them as a list and calling
     np.concatenate holds the whole signal twice at the end (460 MB each for two hours), and the
-    many small frames stay in the allocator's heap. Blocks of 4 MiB are separate memory maps
-    that go back to the system as soon as they are freed, so joining them block by block
-    peaks at the signal plus one block.
+    many small frames stay in the allocator's heap. Blocks of 64 MiB are above glibc's largest
+    mmap threshold (32 MiB), so each is its own memory map that goes back to the system as
+    soon as it is freed, and joining them block by block peaks at the signal plus one block.
+    Pages of a block not yet written are not resident, so a short clip costs only its size.
+    Non-finite samples (NaN/inf from broken float files) are zeroed frame by frame.
     """
 
-    BLOCK = 1 << 20  # samples (4 MiB of float32)
+    BLOCK = 1 << 24  # samples (64 MiB of float32)
 
     def __init__(self) -> None:
         self.blocks: list[np.ndarray] = []
@@ -92,6 +91,8 @@ class SampleBlocks:
 
     def append(self, data: np.ndarray) -> None:
         data = data.astype(np.float32, copy=False)
+        if not np.isfinite(data).all():
+            data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
         pos = 0
         while pos < data.size:
             if self.fill == self.BLOCK:

@@ -44,7 +44,8 @@ def test_windows_cover_the_signal_and_cut_in_the_pauses():
     assert max(b - a for a, b in windows) <= 60 * RATE
 
 
-def test_sample_blocks_join_equals_concatenation():
+def test_sample_blocks_join_equals_concatenation(monkeypatch):
+    monkeypatch.setattr(SampleBlocks, "BLOCK", 50_000)  # many blocks from a small signal
     rng = np.random.default_rng(1)
     frames = [rng.normal(size=n).astype(np.float32) for n in rng.integers(1, 5000, size=900)]
     frames.append(rng.normal(size=SampleBlocks.BLOCK + 7).astype(np.float32))  # larger than a block
@@ -58,6 +59,9 @@ def test_sample_blocks_join_equals_concatenation():
     small.append(np.ones(10, dtype=np.float64))
     out = small.join()
     assert out.dtype == np.float32 and out.tolist() == [1.0] * 10
+    broken = SampleBlocks()
+    broken.append(np.array([0.5, np.nan, np.inf, -np.inf], dtype=np.float32))
+    assert broken.join().tolist() == [0.5, 0.0, 0.0, 0.0]
 
 
 def seg(seek, start, end, text, avg_logprob=-0.2, no_speech_prob=0.01):
