@@ -30,7 +30,6 @@ from engines.types import (
 log = logging.getLogger("oyez.whisper")
 
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-TAIL_PROMPT_CHARS = 200  # previous window's text carried into the next window's prompt
 
 
 class FasterWhisperEngine:
@@ -135,27 +134,25 @@ class FasterWhisperEngine:
     def _windowed(self, model, audio: Audio, windows, first, options, recorder, progress) -> Iterator[Segment]:
         """Transcribe window after window, with timestamps on the file's timeline.
 
-        The language found in the first window holds for the rest; each later window gets
-        the end of the previous window's text as its prompt, as Whisper conditions every
-        30-second window on the one before.
+        The language found in the first window holds for the rest. Each window gets only the
+        request's prompt: carrying the previous window's text over as a prompt made Whisper
+        repeat that text instead of transcribing the window (seen in testing), and within a
+        window faster-whisper still conditions each 30-second piece on the one before.
         """
         rate, duration, total = audio.sample_rate, audio.duration, len(windows)
         started = time.monotonic()
-        index, speech, tail = 0, 0.0, options.prompt
+        index, speech = 0, 0.0
         log.info("long audio: %.0f s in %d windows", duration, total)
         for number, (a, b) in enumerate(windows):
             if number == 0:
                 segments, info = first
             else:
-                segments, info = self._run(model, audio.samples[a:b], options, first[1].language, tail)
+                segments, info = self._run(model, audio.samples[a:b], options, first[1].language, options.prompt)
             speech += float(info.duration_after_vad or 0.0)
-            texts = []
             for seg in self._convert(segments, b / rate, recorder, options.word_timestamps,
                                      offset=a / rate, first_id=index):
-                texts.append(seg.text)
                 index += 1
                 yield seg
-            tail = "".join(texts)[-TAIL_PROMPT_CHARS:].strip() or options.prompt
             progress(speech)
             log.info("long audio: window %d/%d done (%.0f of %.0f s) after %.1f s",
                      number + 1, total, b / rate, duration, time.monotonic() - started)
