@@ -135,9 +135,9 @@ def test_stream_holds_its_slot_until_the_end_and_frees_it_on_hang_up(busy_server
         with http.stream("POST", "/v1/audio/transcriptions", files={"file": ("a.wav", audio, "audio/wav")},
                          data={"model": "whisper-1", "stream": "true"}) as r:
             assert r.status_code == 200
-            for line in r.iter_lines():
-                if line.startswith("data: "):
-                    break
+            lines = r.iter_lines()  # kept: dropping the iterator would close the connection
+            first = next(line for line in lines if line.startswith("data: "))
+            assert "transcript.text.delta" in first
             assert pools(busy_server)["base"]["running"] == 1  # the stream holds the model's only slot
             # Another name on the same weights queues behind it.
             waiter = threading.Thread(target=lambda: behind.append(client.audio.transcriptions.create(
