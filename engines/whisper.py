@@ -50,7 +50,7 @@ class FasterWhisperEngine:
         num_workers: int = 1,
         beam_size: int = 5,
         batch_size: int = 0,
-        window_seconds: float = 600.0,
+        window_seconds: float = 300.0,
     ):
         self.model = WhisperModel(
             str(model_dir),
