@@ -7,7 +7,7 @@ import numpy as np
 from faster_whisper.transcribe import Segment
 
 from engines.audio import SampleBlocks
-from engines.batched import needs_fallback, with_fallback
+from engines.batched import needs_fallback, recover
 from engines.longform import plan_windows
 
 RATE = 16_000
@@ -76,28 +76,48 @@ def test_fallback_rule_is_whispers():
     assert not needs_fallback([seg(0, 0, 5, "", avg_logprob=-1.5, no_speech_prob=0.9)])  # probably silence
 
 
-def test_failed_chunk_is_decoded_again_at_higher_temperatures():
+def test_failed_chunks_and_dropped_ends_are_decoded_again_sequentially():
     calls = []
 
     class FakeModel:
+        frames_per_second = 100
+
         def transcribe(self, samples, **kwargs):
             calls.append((len(samples), kwargs))
-            return iter([seg(0, 0.5, 2.0, " fixed", avg_logprob=-0.3)]), None
+            return iter([seg(0, 0.5, 2.0, f" again{len(calls)}", avg_logprob=-0.3)]), None
 
+    chunks = [(0.0, 3.5), (30.0, 33.0), (60.0, 66.0)]
     batched = [
-        seg(0, 0.0, 3.0, " good one"),
+        seg(0, 0.0, 3.0, " good one"),  # ends 0.5 s before its chunk: nothing dropped
         seg(3000, 30.0, 31.0, " bad", avg_logprob=-2.0),  # one chunk of two segments, failed
         seg(3000, 31.0, 33.0, " bad", avg_logprob=-2.0),
-        seg(6000, 60.0, 62.0, " good two"),
+        seg(6000, 60.0, 62.0, " good two"),  # the model stopped 4 s before the chunk's end
     ]
     samples = np.zeros(70 * RATE, dtype=np.float32)
-    retry = {"temperature": [0.2, 0.4], "vad_filter": False, "language": "en"}
-    out = list(with_fallback(FakeModel(), samples, batched, retry))
-    assert [s.text for s in out] == [" good one", " fixed", " good two"]
-    assert len(calls) == 1
-    n, kwargs = calls[0]
-    assert kwargs == retry
-    assert n == int(33.2 * RATE) - int(29.8 * RATE)  # the chunk's span plus 0.2 s either side
-    fixed = out[1]
-    assert abs(fixed.start - (29.8 + 0.5)) < 1e-6 and abs(fixed.end - (29.8 + 2.0)) < 1e-6  # file timeline
-    assert fixed.seek == 3000
+    retry = {"temperature": [0.0, 0.2, 0.4], "vad_filter": True, "language": "en"}
+    out = list(recover(FakeModel(), samples, batched, chunks, retry, fallback=True))
+    assert [s.text for s in out] == [" good one", " again1", " good two", " again2"]
+    (n1, kw1), (n2, kw2) = calls
+    assert kw1 == dict(retry, temperature=[0.2, 0.4])  # the failed chunk: the rest of the ladder
+    assert n1 == int(33.2 * RATE) - int(29.8 * RATE)  # the chunk plus 0.2 s either side
+    assert kw2 == retry  # the dropped end: decoded as the sequential decoder would
+    assert n2 == int(66.2 * RATE) - int(62.0 * RATE)  # from the end of the text to the chunk's end
+    fixed, tail = out[1], out[3]
+    assert abs(fixed.start - 30.3) < 1e-6 and abs(fixed.end - 31.8) < 1e-6  # on the file's timeline
+    assert abs(tail.start - 62.5) < 1e-6 and tail.seek == 6000
+    assert not list(recover(FakeModel(), samples, batched[:1], chunks, retry, fallback=False))[1:]
+
+
+def test_chunks_merge_speech_up_to_thirty_seconds():
+    from faster_whisper.vad import VadOptions
+
+    from engines.audio import decode_audio
+    from engines.batched import plan_chunks
+    from tests.helpers import DATA
+
+    jfk = decode_audio(str(DATA / "jfk.wav")).samples  # 11 s of speech
+    x = np.concatenate([jfk, np.zeros(3 * RATE, np.float32), jfk, np.zeros(3 * RATE, np.float32), jfk])
+    chunks = plan_chunks(x, VadOptions(min_silence_duration_ms=1000))
+    assert len(chunks) == 2 and all(b - a <= 30.0 for a, b in chunks)
+    assert chunks[0][0] < 1.0 and chunks[1][1] > len(x) / RATE - 1.5
+    assert plan_chunks(np.zeros(65 * RATE, np.float32), None) == [(0.0, 30.0), (30.0, 60.0), (60.0, 65.0)]
