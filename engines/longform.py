@@ -9,7 +9,10 @@ quietest moment near each boundary, so a word is rarely split between two window
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import math
+from functools import lru_cache
 
 import numpy as np
 
@@ -48,3 +51,26 @@ def quietest_point(samples: np.ndarray, low: int, high: int, frame: int) -> int:
     energy = np.einsum("ij,ij->i", region, region)  # no squared copy of the region
     best = int(np.argmin(energy))
     return low + best * frame + frame // 2
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by the last window back to the system.
+
+    Each window allocates and frees a few hundred MB of features in blocks too small to be
+    memory maps; glibc keeps such freed heap memory, fragmented across its per-thread arenas,
+    so resident memory crept up window after window (about 1.18 GB between windows on a
+    two-hour file, measured). `malloc_trim` releases it. No-op where libc has no malloc_trim.
+    """
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+@lru_cache(maxsize=1)
+def _libc():
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim  # noqa: B018 - only glibc has it
+        return libc
+    except (OSError, AttributeError):
+        return None

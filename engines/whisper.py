@@ -17,7 +17,7 @@ from faster_whisper.vad import VadOptions
 from engines.audio import Audio
 from engines.batched import transcribe_batched
 from engines.errors import UnsupportedOptionError
-from engines.longform import plan_windows
+from engines.longform import plan_windows, release_freed_memory
 from engines.types import (
     AudioInfo,
     Segment,
@@ -154,6 +154,7 @@ class FasterWhisperEngine:
                 index += 1
                 yield seg
             progress(speech)
+            release_freed_memory()
             log.info("long audio: window %d/%d done (%.0f of %.0f s) after %.1f s",
                      number + 1, total, b / rate, duration, time.monotonic() - started)
 
