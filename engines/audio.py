@@ -46,38 +46,78 @@ def decode_audio(source: str | BinaryIO, max_seconds: float | None = None, param
         stream = container.streams.audio[0]
         resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
         max_samples = int(max_seconds * SAMPLE_RATE) if max_seconds else None
-        chunks: list[np.ndarray] = []
-        total = 0
+        blocks = SampleBlocks()
         try:
             for frame in container.decode(stream):
                 frame.pts = None  # let the resampler count samples itself; broken pts break it
                 for out in resampler.resample(frame):
-                    total += _append(chunks, out)
-                if max_samples is not None and total > max_samples:
+                    blocks.append(out.to_ndarray().reshape(-1))
+                if max_samples is not None and blocks.total > max_samples:
                     raise AudioTooLongError(
                         f"The audio is longer than the limit of {max_seconds:g} seconds.", param
                     )
             for out in resampler.resample(None):
-                total += _append(chunks, out)
+                blocks.append(out.to_ndarray().reshape(-1))
         except (av.error.FFmpegError, ValueError) as exc:
-            if total == 0:
+            if blocks.total == 0:
                 raise AudioDecodeError(f"The audio file could not be decoded: {_reason(exc)}", param) from None
-            log.warning("audio stream broke off after %.2f s, keeping what decoded: %s", total / SAMPLE_RATE, exc)
+            log.warning("audio stream broke off after %.2f s, keeping what decoded: %s",
+                        blocks.total / SAMPLE_RATE, exc)
     finally:
         container.close()
-    if total == 0:
+    if blocks.total == 0:
         raise AudioDecodeError("The audio file contains no audio samples.", param)
-    samples = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
-    if not np.isfinite(samples).all():
-        samples = np.nan_to_num(samples, nan=0.0, posinf=0.0, neginf=0.0)
-    return Audio(samples=samples)
+    return Audio(samples=blocks.join())
 
 
-def _append(chunks: list[np.ndarray], frame: av.AudioFrame) -> int:
-    data = frame.to_ndarray().reshape(-1).astype(np.float32, copy=False)
-    if data.size:
-        chunks.append(data)
-    return int(data.size)
+class SampleBlocks:
+    """Decoded samples gathered in large fixed-size blocks, joined at the end with one copy at a time.
+
+    Decoders hand out frames of a few thousand samples. Keeping them as a list and calling
+    np.concatenate holds the whole signal twice at the end (460 MB each for two hours), and the
+    many small frames stay in the allocator's heap. Blocks of 64 MiB are above glibc's largest
+    mmap threshold (32 MiB), so each is its own memory map that goes back to the system as
+    soon as it is freed, and joining them block by block peaks at the signal plus one block.
+    Pages of a block not yet written are not resident, so a short clip costs only its size.
+    Non-finite samples (NaN/inf from broken float files) are zeroed frame by frame.
+    """
+
+    BLOCK = 1 << 24  # samples (64 MiB of float32)
+
+    def __init__(self) -> None:
+        self.blocks: list[np.ndarray] = []
+        self.fill = self.BLOCK  # samples used in the last block; BLOCK = none open
+        self.total = 0
+
+    def append(self, data: np.ndarray) -> None:
+        data = data.astype(np.float32, copy=False)
+        if not np.isfinite(data).all():
+            data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
+        pos = 0
+        while pos < data.size:
+            if self.fill == self.BLOCK:
+                self.blocks.append(np.empty(self.BLOCK, dtype=np.float32))
+                self.fill = 0
+            n = min(self.BLOCK - self.fill, data.size - pos)
+            self.blocks[-1][self.fill : self.fill + n] = data[pos : pos + n]
+            self.fill += n
+            pos += n
+        self.total += int(data.size)
+
+    def join(self) -> np.ndarray:
+        """All samples as one array; the blocks are released as they are copied."""
+        if len(self.blocks) == 1:
+            out = self.blocks.pop()[: self.total].copy()  # one small copy, so no 4 MiB tail stays allocated
+            return out
+        out = np.empty(self.total, dtype=np.float32)
+        pos = 0
+        while self.blocks:
+            block = self.blocks.pop(0)
+            n = min(self.BLOCK, self.total - pos)
+            out[pos : pos + n] = block[:n]
+            pos += n
+            del block
+        return out
 
 
 def _reason(exc: Exception) -> str:

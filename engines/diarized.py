@@ -29,6 +29,10 @@ class DiarizingTranscriber:
     def check(self, options: TranscribeOptions) -> None:
         self.asr.check(options)
 
+    def close(self) -> None:
+        """Unload the Whisper engine; the diarization pipeline is shared and stays."""
+        self.asr.close()
+
     def transcribe(self, audio: Audio, options: TranscribeOptions) -> TranscriptionStream:
         diarization = self.diarizer.diarize(audio.samples)
         references = {k.name: self.diarizer.embed(k.samples) for k in options.known_speakers}

@@ -9,13 +9,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Iterator
 
 from engines.bundled import bundled_names, bundled_path
 from engines.errors import ModelNotFoundError, ModelUnavailableError
 from engines.types import DiarizerConfig
-from engines.whisper import FasterWhisperEngine
 
 log = logging.getLogger("oyez.models")
 
@@ -51,9 +53,32 @@ class EngineConfig:
     cpu_threads: int = 0
     num_workers: int = 1
     beam_size: int = 5
+    batch_size: int = 0  # >0: VAD chunks decoded in batches (engines/batched.py); 0: sequential
+    window_seconds: float = 300.0  # longer audio is transcribed in windows of about this length
+
+
+class _Resident:
+    """A loaded engine and how it is being used."""
+
+    def __init__(self, engine: Any, name: str):
+        self.engine = engine
+        self.name = name  # the model name that loaded it (for logs)
+        self.in_use = 0
+        self.last_used = time.monotonic()
 
 
 class ModelRegistry:
+    """Names -> weights -> loaded engines, with their lifecycle.
+
+    Engines load lazily on first use (or from the preload list), one load per weights at a
+    time under that weights' own lock, so loading one model never stalls requests to another.
+    A request holds a lease (`acquire`/`release`, or `lease()`) while it uses an engine; only
+    engines with no lease are unloaded: after `idle_seconds` without use, and least recently
+    used first when more than `max_loaded` are resident. Engines are anything with an optional
+    `close()`; `loaders` maps a model kind to the function that builds one, so other kinds
+    (diarization) plug in the same way.
+    """
+
     def __init__(
         self,
         *,
@@ -62,14 +87,20 @@ class ModelRegistry:
         cache_dir: Path,
         allow_downloads: bool = False,
         engine: EngineConfig = EngineConfig(),
+        idle_seconds: float = 0.0,
+        max_loaded: int = 0,
+        loaders: dict[str, Callable[[ModelSpec], Any]] | None = None,
         diarizer: DiarizerConfig = DiarizerConfig(),
     ):
         self.cache_dir = Path(cache_dir).expanduser()
         self.allow_downloads = allow_downloads
         self.engine_config = engine
+        self.idle_seconds = idle_seconds  # 0 = never unload for idleness
+        self.max_loaded = max_loaded  # 0 = no cap
         self.diarizer_config = diarizer
         self._diarizer = None
         self._diarizer_lock = threading.Lock()
+        self._load_seconds: dict[str, float] = {}  # by pool, for the operator's metrics
         created = int(time.time())
         specs = {name: ModelSpec(name, default_weights, created=created) for name in PUBLIC_MODELS}
         specs[DIARIZE_MODEL] = ModelSpec(DIARIZE_MODEL, default_weights, kind="diarize", created=created)
@@ -77,8 +108,10 @@ class ModelRegistry:
             kind = specs[name].kind if name in specs else "speech"
             specs[name] = ModelSpec(name, weights, kind=kind, created=created)
         self._specs = specs
-        self._engines: dict[str, FasterWhisperEngine] = {}
-        self._load_seconds: dict[str, float] = {}  # by weights, for the operator's metrics
+        self.loaders: dict[str, Callable[[ModelSpec], Any]] = {
+            "speech": self._load_whisper, "diarize": self._load_diarizing, **(loaders or {})
+        }
+        self._resident: OrderedDict[str, _Resident] = OrderedDict()  # least recently used first
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
@@ -91,34 +124,122 @@ class ModelRegistry:
         except KeyError:
             raise ModelNotFoundError(f"The model `{name}` does not exist or you do not have access to it.") from None
 
+    def pool(self, name: str) -> str:
+        """The key of the engine that serves `name`; names with the same weights share one engine."""
+        spec = self.spec(name)
+        return spec.weights if spec.kind == "speech" else f"{spec.kind}:{spec.weights}"
+
     def is_loaded(self, name: str) -> bool:
-        spec = self._specs.get(name)
-        if spec is None or spec.weights not in self._engines:
-            return False
-        return spec.kind == "speech" or self._diarizer is not None
+        return name in self._specs and self.pool(name) in self._resident
 
     def load_seconds(self, name: str) -> float | None:
-        """How long the model's weights took to load, or None when they are not loaded."""
-        spec = self._specs.get(name)
-        return self._load_seconds.get(spec.weights) if spec is not None and self.is_loaded(name) else None
+        """How long the model's engine took to load, or None when it is not loaded."""
+        return self._load_seconds.get(self.pool(name)) if self.is_loaded(name) else None
 
-    def engine(self, name: str):
+    def loaded_pools(self) -> list[str]:
+        with self._guard:
+            return list(self._resident)
+
+    def in_use(self, name: str) -> int:
+        resident = self._resident.get(self.pool(name))
+        return resident.in_use if resident else 0
+
+    def engine(self, name: str) -> Any:
         """The loaded engine for a model name, loading it on first use (blocking; call off the event loop).
 
-        Speech models give a FasterWhisperEngine; the diarize model a DiarizingTranscriber
-        (the same Whisper weights plus the diarization pipeline).
+        No lease is taken: the engine may be unloaded once idle. Requests use `acquire`/`lease`.
         """
-        spec = self.spec(name)
-        if spec.kind == "diarize":
-            from engines.diarized import DiarizingTranscriber
+        engine = self.acquire(name)
+        self.release(name)
+        return engine
 
-            diarizer = self.diarizer()
-            asr = self._speech_engine(name, spec.weights)
-            return DiarizingTranscriber(asr, diarizer, self.diarizer_config.match_threshold)
-        return self._speech_engine(name, spec.weights)
+    def acquire(self, name: str) -> Any:
+        """Load if needed and lease the engine for `name` (blocking; call off the event loop)."""
+        spec = self.spec(name)
+        loader = self.loaders.get(spec.kind)
+        if loader is None:
+            raise ModelUnavailableError(f"The model `{name}` is not available on this server.")
+        key = self.pool(name)
+        if (engine := self._lease(key)) is not None:
+            return engine
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:  # one load per weights; other models keep serving meanwhile
+            if (engine := self._lease(key)) is not None:
+                return engine
+            self.maintain(room_for=1)
+            started = time.monotonic()
+            engine = loader(spec)
+            self._load_seconds[key] = time.monotonic() - started
+            log.info("loaded %s (%s) in %.2fs", name, spec.weights, self._load_seconds[key])
+            resident = _Resident(engine, name)
+            resident.in_use = 1
+            with self._guard:
+                self._resident[key] = resident
+        return engine
+
+    def release(self, name: str) -> None:
+        with self._guard:
+            resident = self._resident.get(self.pool(name))
+            if resident is not None and resident.in_use > 0:
+                resident.in_use -= 1
+                resident.last_used = time.monotonic()
+
+    @contextmanager
+    def lease(self, name: str) -> Iterator[Any]:
+        engine = self.acquire(name)
+        try:
+            yield engine
+        finally:
+            self.release(name)
+
+    def _lease(self, key: str) -> Any:
+        with self._guard:
+            resident = self._resident.get(key)
+            if resident is None:
+                return None
+            resident.in_use += 1
+            resident.last_used = time.monotonic()
+            self._resident.move_to_end(key)
+            return resident.engine
+
+    def maintain(self, now: float | None = None, room_for: int = 0) -> list[str]:
+        """Unload idle engines, then least recently used ones over the cap (leaving `room_for` free).
+
+        Engines in use are never unloaded; while every resident engine is busy the cap is
+        exceeded for a while, and the next call brings it back. Blocking (close() may take
+        a moment): call off the event loop. Returns the pools unloaded.
+        """
+        now = time.monotonic() if now is None else now
+        victims: list[tuple[str, _Resident]] = []
+        with self._guard:
+            for key, r in list(self._resident.items()):
+                if r.in_use == 0 and self.idle_seconds > 0 and now - r.last_used >= self.idle_seconds:
+                    victims.append((key, self._resident.pop(key)))
+            if self.max_loaded > 0:
+                excess = len(self._resident) + room_for - self.max_loaded
+                for key, r in list(self._resident.items()):  # least recently used first
+                    if excess <= 0:
+                        break
+                    if r.in_use == 0:
+                        victims.append((key, self._resident.pop(key)))
+                        excess -= 1
+                if excess > 0:
+                    log.warning("%d models resident with every one in use; over the cap of %d for now",
+                                len(self._resident) + room_for, self.max_loaded)
+        for key, r in victims:
+            idle = now - r.last_used
+            log.info("unloading %s (idle %.0fs)", key, idle)
+            close = getattr(r.engine, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:
+                    log.exception("error while unloading %s", key)
+        return [key for key, _ in victims]
 
     def diarizer(self):
-        """The diarization pipeline, loaded once (needs the `diarize` extra)."""
+        """The diarization pipeline, loaded once and kept (needs the `diarize` extra)."""
         if self._diarizer is None:
             with self._diarizer_lock:
                 if self._diarizer is None:
@@ -132,32 +253,31 @@ class ModelRegistry:
                     self._diarizer = PyannoteDiarizer(self.diarizer_config)
         return self._diarizer
 
-    def _speech_engine(self, name: str, weights: str) -> FasterWhisperEngine:
-        engine = self._engines.get(weights)
-        if engine is not None:
-            return engine
-        with self._guard:
-            lock = self._locks.setdefault(weights, threading.Lock())
-        with lock:  # one load per weights; other models keep serving meanwhile
-            engine = self._engines.get(weights)
-            if engine is None:
-                started = time.monotonic()
-                cfg = self.engine_config
-                compute_type = cfg.compute_type if cfg.compute_type != "auto" else auto_compute_type(cfg.device)
-                engine = FasterWhisperEngine(
-                    self.resolve_weights(weights),
-                    device=cfg.device,
-                    compute_type=compute_type,
-                    cpu_threads=cfg.cpu_threads,
-                    num_workers=cfg.num_workers,
-                    beam_size=cfg.beam_size,
-                )
-                log.info(
-                    "loaded %s (%s) on %s/%s in %.2fs",
-                    name, weights, engine.device, engine.compute_type, time.monotonic() - started,
-                )
-                self._load_seconds[weights] = time.monotonic() - started
-                self._engines[weights] = engine
+    def _load_diarizing(self, spec: ModelSpec) -> Any:
+        """The diarize model: the diarization pipeline plus its own Whisper engine on the same weights."""
+        from engines.diarized import DiarizingTranscriber
+
+        diarizer = self.diarizer()
+        return DiarizingTranscriber(self._load_whisper(spec), diarizer, self.diarizer_config.match_threshold)
+
+    def _load_whisper(self, spec: ModelSpec) -> Any:
+        # faster-whisper is imported on first load only
+        from engines.whisper import FasterWhisperEngine
+
+        cfg = self.engine_config
+        device = resolve_device(cfg.device)
+        compute_type = cfg.compute_type if cfg.compute_type != "auto" else auto_compute_type(device)
+        engine = FasterWhisperEngine(
+            self.resolve_weights(spec.weights),
+            device=device,
+            compute_type=compute_type,
+            cpu_threads=cfg.cpu_threads,
+            num_workers=cfg.num_workers,
+            beam_size=cfg.beam_size,
+            batch_size=cfg.batch_size,
+            window_seconds=cfg.window_seconds,
+        )
+        log.info("%s runs on %s/%s", spec.weights, engine.device, engine.compute_type)
         return engine
 
     def resolve_weights(self, weights: str) -> Path:
@@ -181,9 +301,22 @@ class ModelRegistry:
         raise ModelUnavailableError(f"Unknown weights source `{weights}`.")
 
 
-def auto_compute_type(device: str) -> str:
-    """int8 on CPU, float16 on CUDA: the fastest types with no accuracy loss worth measuring on Whisper."""
+def cuda_devices() -> int:
     import ctranslate2
 
-    on_cuda = device == "cuda" or (device == "auto" and ctranslate2.get_cuda_device_count() > 0)
-    return "float16" if on_cuda else "int8"
+    try:
+        return ctranslate2.get_cuda_device_count()
+    except Exception:  # a CUDA runtime that cannot start counts as none
+        return 0
+
+
+def resolve_device(device: str) -> str:
+    """`auto` is CUDA when CTranslate2 sees a GPU, else CPU."""
+    if device == "auto":
+        return "cuda" if cuda_devices() > 0 else "cpu"
+    return device
+
+
+def auto_compute_type(device: str) -> str:
+    """int8 on CPU, float16 on CUDA: the fastest types with no accuracy loss worth measuring on Whisper."""
+    return "float16" if resolve_device(device) == "cuda" else "int8"

@@ -144,13 +144,14 @@ class TranscriptionStream:
             close()
 
     def collect(self) -> Transcript:
+        segments = list(self)  # first: long audio updates `audio` as its windows finish
         return Transcript(
             language=self.language,
             language_probability=self.language_probability,
             audio=self.audio,
             prompt_tokens=self.prompt_tokens,
             task=self.task,
-            segments=list(self),
+            segments=segments,
         )
 
 

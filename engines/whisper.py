@@ -5,15 +5,19 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 from faster_whisper import WhisperModel
 from faster_whisper.vad import VadOptions
 
 from engines.audio import Audio
+from engines.batched import transcribe_batched
 from engines.errors import UnsupportedOptionError
+from engines.longform import plan_windows, release_freed_memory
 from engines.types import (
     AudioInfo,
     Segment,
@@ -29,7 +33,12 @@ FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 
 class FasterWhisperEngine:
-    """One loaded Whisper model. Thread-safe: concurrent `transcribe` calls share the weights."""
+    """One loaded Whisper model. Thread-safe: concurrent `transcribe` calls share the weights.
+
+    `batch_size` > 0 decodes a request's VAD chunks in batches (engines/batched.py);
+    audio longer than about `window_seconds` is transcribed window by window
+    (engines/longform.py) so working memory stays bounded however long the file is.
+    """
 
     def __init__(
         self,
@@ -40,6 +49,8 @@ class FasterWhisperEngine:
         cpu_threads: int = 0,
         num_workers: int = 1,
         beam_size: int = 5,
+        batch_size: int = 0,
+        window_seconds: float = 300.0,
     ):
         self.model = WhisperModel(
             str(model_dir),
@@ -53,7 +64,13 @@ class FasterWhisperEngine:
         self.compute_type = self.model.model.compute_type
         self.multilingual = bool(self.model.model.is_multilingual)
         self.beam_size = beam_size
+        self.batch_size = batch_size
+        self.window_seconds = window_seconds
         self._token_bytes = lru_cache(maxsize=None)(self._token_bytes_uncached)
+
+    def close(self) -> None:
+        """Free the weights (the registry calls this only when no request uses the engine)."""
+        self.model = None
 
     def transcribe(self, audio: Audio, options: TranscribeOptions) -> TranscriptionStream:
         """Start decoding; segments come out of the returned stream as they are produced."""
@@ -66,37 +83,80 @@ class FasterWhisperEngine:
             model = copy.copy(self.model)
             recorder = _AlignRecorder(self.model.model)
             model.model = recorder
-        temperatures = FALLBACK_TEMPERATURES if options.temperature == 0 else (options.temperature,)
-        vad = options.vad
-        segments, info = model.transcribe(
-            audio.samples,
-            language=options.language,
-            task=options.task,
-            beam_size=self.beam_size,
-            temperature=list(temperatures),
-            initial_prompt=options.prompt or None,
-            word_timestamps=options.word_timestamps or options.token_logprobs,
-            vad_filter=vad is not None,
-            vad_parameters=(
-                VadOptions(
-                    threshold=vad.threshold,
-                    speech_pad_ms=vad.speech_pad_ms,
-                    min_silence_duration_ms=vad.min_silence_duration_ms,
-                )
-                if vad is not None
-                else None
-            ),
-        )
         duration = audio.duration
+        windows = plan_windows(audio.samples, audio.sample_rate, self.window_seconds)
+        a, b = windows[0]
+        segments, info = self._run(model, audio.samples[a:b], options, options.language, options.prompt)
         prompt_tokens = len(self._encode(" " + options.prompt.strip())) if options.prompt else 0
-        return TranscriptionStream(
-            self._convert(segments, duration, recorder, options.word_timestamps),
+        if len(windows) == 1:
+            converted = self._convert(segments, duration, recorder, options.word_timestamps)
+        else:
+            def progress(speech: float) -> None:  # the speech seen so far counts in usage
+                stream.audio = AudioInfo(duration=duration, speech_duration=speech)
+
+            converted = self._windowed(model, audio, windows, (segments, info), options, recorder, progress)
+        stream = TranscriptionStream(
+            converted,
             language=info.language,
             language_probability=float(info.language_probability or 0.0),
             audio=AudioInfo(duration=duration, speech_duration=float(info.duration_after_vad or 0.0)),
             prompt_tokens=prompt_tokens,
             task=options.task,
         )
+        return stream
+
+    def _run(self, model: WhisperModel, samples: np.ndarray, options: TranscribeOptions, language, prompt):
+        """One faster-whisper call over `samples` (a whole file or one window of it)."""
+        temperatures = list(FALLBACK_TEMPERATURES if options.temperature == 0 else (options.temperature,))
+        vad = options.vad
+        vad_options = (
+            VadOptions(
+                threshold=vad.threshold,
+                speech_pad_ms=vad.speech_pad_ms,
+                min_silence_duration_ms=vad.min_silence_duration_ms,
+            )
+            if vad is not None
+            else None
+        )
+        common = dict(
+            language=language,
+            task=options.task,
+            beam_size=self.beam_size,
+            initial_prompt=prompt or None,
+            word_timestamps=options.word_timestamps or options.token_logprobs,
+        )
+        if self.batch_size > 0:
+            return transcribe_batched(model, samples, batch_size=self.batch_size, temperatures=temperatures,
+                                      vad=vad_options, **common)
+        return model.transcribe(samples, temperature=temperatures, vad_filter=vad is not None,
+                                vad_parameters=vad_options, **common)
+
+    def _windowed(self, model, audio: Audio, windows, first, options, recorder, progress) -> Iterator[Segment]:
+        """Transcribe window after window, with timestamps on the file's timeline.
+
+        The language found in the first window holds for the rest. Each window gets only the
+        request's prompt: carrying the previous window's text over as a prompt made Whisper
+        repeat that text instead of transcribing the window (seen in testing), and within a
+        window faster-whisper still conditions each 30-second piece on the one before.
+        """
+        rate, duration, total = audio.sample_rate, audio.duration, len(windows)
+        started = time.monotonic()
+        index, speech = 0, 0.0
+        log.info("long audio: %.0f s in %d windows", duration, total)
+        for number, (a, b) in enumerate(windows):
+            if number == 0:
+                segments, info = first
+            else:
+                segments, info = self._run(model, audio.samples[a:b], options, first[1].language, options.prompt)
+            speech += float(info.duration_after_vad or 0.0)
+            for seg in self._convert(segments, b / rate, recorder, options.word_timestamps,
+                                     offset=a / rate, first_id=index):
+                index += 1
+                yield seg
+            progress(speech)
+            release_freed_memory()
+            log.info("long audio: window %d/%d done (%.0f of %.0f s) after %.1f s",
+                     number + 1, total, b / rate, duration, time.monotonic() - started)
 
     def check(self, options: TranscribeOptions) -> None:
         """Raise UnsupportedOptionError for options this model cannot honour."""
@@ -109,21 +169,23 @@ class FasterWhisperEngine:
                 f"This model is English-only; language {options.language!r} is not supported.", "language"
             )
 
-    def _convert(self, segments, duration: float, recorder, keep_words: bool) -> Iterator[Segment]:
+    def _convert(self, segments, duration: float, recorder, keep_words: bool,
+                 offset: float = 0.0, first_id: int = 0) -> Iterator[Segment]:
+        """faster-whisper segments -> ours, shifted by `offset` s and clamped to [offset, duration]."""
         eot = self.model.hf_tokenizer.token_to_id("<|endoftext|>")
-        last_start = 0.0
+        last_start = offset
         try:
-            for index, seg in enumerate(segments):
+            for index, seg in enumerate(segments, start=first_id):
                 text_tokens = [t for t in seg.tokens if t < eot]
-                start = _clamp(seg.start, last_start, duration)
-                end = _clamp(seg.end, start, duration)
+                start = _clamp(seg.start + offset, last_start, duration)
+                end = _clamp(seg.end + offset, start, duration)
                 last_start = start
                 words = []
                 if keep_words and seg.words:
                     word_start = start
                     for w in seg.words:
-                        ws = _clamp(w.start, word_start, end)
-                        we = _clamp(w.end, ws, end)
+                        ws = _clamp(w.start + offset, word_start, end)
+                        we = _clamp(w.end + offset, ws, end)
                         words.append(Word(word=w.word.strip(), start=ws, end=we, probability=float(w.probability)))
                         word_start = ws
                 logprobs = []
@@ -134,7 +196,7 @@ class FasterWhisperEngine:
                     ] if probs is not None else []
                 yield Segment(
                     id=index,
-                    seek=int(seg.seek),
+                    seek=int(seg.seek) + int(round(offset * 100)),
                     start=start,
                     end=end,
                     text=seg.text,

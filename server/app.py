@@ -6,16 +6,16 @@ import asyncio
 import logging
 import threading
 import time
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
 
 import anyio
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from sse_starlette import EventSourceResponse
 
 from engines.audio import decode_audio
-from engines.registry import EngineConfig, ModelRegistry
+from engines.parallelism import Parallelism, plan
+from engines.registry import EngineConfig, ModelRegistry, resolve_device
 from engines.types import DiarizerConfig, TranscribeOptions, VadParams
 from server.auth import APIKeyMiddleware, KeyChecker, announce, load_keys
 from server.errors import APIError, error_body, install_error_handlers, invalid
@@ -25,8 +25,9 @@ from server.metrics import Metrics
 from server.params import TranscriptionRequest, parse_transcription
 from server.render import render
 from server.request_log import RequestLogMiddleware, request_info
+from server.scheduler import Scheduler
 from server.settings import Settings
-from server.streaming import stream_events
+from server.streaming import HeldEventSourceResponse, stream_events
 
 log = logging.getLogger("oyez.server")
 
@@ -56,7 +57,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         threading.Thread(target=preload, name="oyez-preload", daemon=True).start()
+        sweeper = asyncio.create_task(_sweep_models(registry, settings))
         yield
+        sweeper.cancel()
 
     app = FastAPI(title="Oyez", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
@@ -68,14 +71,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(APIKeyMiddleware, checker=checker)
     app.add_middleware(RequestLogMiddleware, metrics=metrics)
     announce(checker, len(keys))
-    # Per model name, at most num_workers decodes run at once, each in a worker
-    # thread, so the event loop keeps answering.
-    slots: dict[str, asyncio.Semaphore] = {}
-
-    def slots_for(model: str) -> asyncio.Semaphore:
-        if model not in slots:
-            slots[model] = asyncio.Semaphore(max(1, settings.num_workers))
-        return slots[model]
+    # Per loaded engine, `concurrency` requests decode at once (each in a worker thread, so
+    # the event loop keeps answering) and up to `max_queue` wait; past that, 429.
+    scheduler = Scheduler(parallelism(settings).concurrency, settings.max_queue)
+    app.state.scheduler = scheduler
 
     @app.get("/health")
     async def health():
@@ -87,7 +86,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return JSONResponse({"status": "loading"}, status_code=503)
         if failed:
             return JSONResponse({"status": "unavailable", "failed": failed}, status_code=503)
-        return {"status": "ready", "loaded": [m for m in registry.ids() if registry.is_loaded(m)]}
+        return {"status": "ready", "loaded": [m for m in registry.ids() if registry.is_loaded(m)],
+                "pools": scheduler.snapshot()}
 
     @app.get("/metrics")
     async def metrics_route():
@@ -129,41 +129,62 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     decode_references, req.known_speaker_names, req.known_speaker_references
                 )
                 options = replace(options, known_speakers=speakers)
-            engine = await anyio.to_thread.run_sync(registry.engine, req.model)
-            engine.check(options)
-            audio = await anyio.to_thread.run_sync(
-                lambda: decode_audio(req.file.file, max_seconds=settings.max_audio_seconds)
-            )
+            # Admission (429 when the queue is full), then the run slot, the engine lease and the
+            # decoded audio: queued requests hold only their upload, never a decoded signal.
+            held = AsyncExitStack()
+            metrics.queue_entered(req.model)
+            entered = time.monotonic()
+            try:
+                ticket = await held.enter_async_context(scheduler.slot(registry.pool(req.model), req.model))
+            finally:
+                metrics.queue_left(req.model, time.monotonic() - entered)
+            info.queue_wait_s = ticket.queue_wait_s
+            metrics.running.labels(req.model).inc()
+            held.callback(metrics.running.labels(req.model).dec)
+            request.state.ticket = ticket
+            try:
+                engine = await anyio.to_thread.run_sync(registry.acquire, req.model)
+                held.callback(registry.release, req.model)
+                engine.check(options)
+                audio = await anyio.to_thread.run_sync(
+                    lambda: decode_audio(req.file.file, max_seconds=settings.max_audio_seconds)
+                )
+            except BaseException:
+                await held.aclose()
+                raise
         finally:
             await form.close()
-        slots = slots_for(req.model)
+        headers = {"x-oyez-queue-ms": str(round(ticket.queue_wait_s * 1000))}
         info.audio_s = audio.duration
+
+        def finished() -> None:
+            info.run_s = ticket.run_s
+            metrics.observe_run(req.model, ticket.run_s, audio.duration)
+            _log_done(task, req, audio.duration, ticket)
 
         if req.stream:
             async def events():
-                async with metrics.slot(slots, req.model, info):
-                    started = time.monotonic()
-                    try:
-                        async for message in stream_events(
-                            lambda: engine.transcribe(audio, options), req.include_logprobs, error_body
-                        ):
-                            yield message
-                    finally:
-                        info.run_s = time.monotonic() - started
-                        metrics.observe_run(req.model, info.run_s, audio.duration)
+                try:
+                    async for message in stream_events(
+                        lambda: engine.transcribe(audio, options), req.include_logprobs, error_body
+                    ):
+                        yield message
+                finally:
+                    await held.aclose()  # the slot is held until the last event
+                    finished()
 
-            return EventSourceResponse(events(), ping=settings.sse_keepalive_seconds, sep="\n")
+            return HeldEventSourceResponse(
+                events(), release=held.aclose, ping=settings.sse_keepalive_seconds, sep="\n", headers=headers,
+            )
 
-        async with metrics.slot(slots, req.model, info):
-            started = time.monotonic()
+        async with held:
             transcript = await collect_within(
                 lambda: engine.transcribe(audio, options), settings.request_timeout_seconds, request.is_disconnected
             )
-            info.run_s = time.monotonic() - started
-        metrics.observe_run(req.model, info.run_s, audio.duration)
+        finished()
         if transcript is None:  # the client went away; nobody reads the answer
             return Response(status_code=499)
-        return render(
+        response = render(
             transcript,
             model=req.model,
             response_format=req.response_format,
@@ -171,6 +192,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             include_logprobs=req.include_logprobs,
             diarized=spec.kind == "diarize",
         )
+        response.headers.update({**headers, "openai-processing-ms": str(round(ticket.run_s * 1000))})
+        return response
 
     @app.post("/v1/audio/transcriptions")
     async def transcriptions(request: Request):
@@ -183,7 +206,35 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+def _log_done(task: str, req: TranscriptionRequest, duration: float, ticket) -> None:
+    log.info(
+        "%s model=%s format=%s stream=%s audio=%.2fs queued=%.2fs ran=%.2fs",
+        task, req.model, req.response_format, req.stream, duration, ticket.queue_wait_s, ticket.run_s,
+    )
+
+
+async def _sweep_models(registry: ModelRegistry, settings: Settings) -> None:
+    """Unload idle models and enforce the resident cap, off the event loop, every few seconds."""
+    if settings.model_idle_seconds <= 0 and settings.max_loaded_models <= 0:
+        return
+    interval = min(30.0, max(0.5, settings.model_idle_seconds / 4)) if settings.model_idle_seconds > 0 else 5.0
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await anyio.to_thread.run_sync(registry.maintain)
+        except Exception:
+            log.exception("model sweep failed")
+
+
+def parallelism(settings: Settings) -> Parallelism:
+    """Replicas, threads and concurrent requests per model, with settings left at 0 filled in for the device."""
+    return plan(resolve_device(settings.device), settings.num_workers, settings.cpu_threads, settings.max_concurrency)
+
+
 def build_registry(settings: Settings) -> ModelRegistry:
+    parallel = parallelism(settings)
+    log.info("per model: %d requests at once, %d replicas x %s threads, queue of %d",
+             parallel.concurrency, parallel.replicas, parallel.threads or "default", settings.max_queue)
     return ModelRegistry(
         default_weights=settings.default_weights,
         models=settings.models,
@@ -192,10 +243,14 @@ def build_registry(settings: Settings) -> ModelRegistry:
         engine=EngineConfig(
             device=settings.device,
             compute_type=settings.compute_type,
-            cpu_threads=settings.cpu_threads,
-            num_workers=settings.num_workers,
+            cpu_threads=parallel.threads,
+            num_workers=parallel.replicas,
             beam_size=settings.beam_size,
+            batch_size=settings.batch_size,
+            window_seconds=settings.window_seconds,
         ),
+        idle_seconds=settings.model_idle_seconds,
+        max_loaded=settings.max_loaded_models,
         diarizer=DiarizerConfig(
             pipeline=settings.diarization_pipeline,
             hf_token=settings.hf_token,

@@ -30,8 +30,10 @@ class Settings(BaseSettings):
     # Engine
     device: str = Field("auto", description="auto, cpu or cuda.")
     compute_type: str = Field("auto", description="auto (int8 on CPU, float16 on CUDA) or any CTranslate2 type.")
-    cpu_threads: int = Field(0, description="Threads per model on CPU; 0 = all cores.")
-    num_workers: int = Field(1, description="Concurrent decodes per loaded model.")
+    cpu_threads: int = Field(0, description="Threads per model replica on CPU; 0 = the cores divided among replicas.")
+    num_workers: int = Field(
+        0, description="CTranslate2 replicas per loaded model (decodes at once inside it); 0 = auto (engines/parallelism.py)."
+    )
     beam_size: int = 5
 
     # Diarization (gpt-4o-transcribe-diarize; needs the `diarize` extra)
@@ -48,6 +50,16 @@ class Settings(BaseSettings):
     speaker_match_threshold: float = Field(
         0.5, description="Cosine similarity a voice needs with a known speaker's reference to get that name."
     )
+
+    # Scheduling and model lifecycle (server/scheduler.py, engines/registry.py)
+    max_concurrency: int = Field(0, description="Requests decoding at once per loaded model; 0 = one per replica.")
+    max_queue: int = Field(16, description="Requests waiting per loaded model; past it, 429 with Retry-After.")
+    model_idle_seconds: float = Field(0.0, description="Unload a model unused this long; 0 = never.")
+    max_loaded_models: int = Field(0, description="Most models resident at once (least recently used goes); 0 = no cap.")
+    batch_size: int = Field(
+        0, description="VAD chunks decoded per batch within a request (BatchedInferencePipeline); 0 = sequential."
+    )
+    window_seconds: float = Field(300.0, description="Audio longer than this is transcribed in windows of about this length.")
 
     # Requests
     vad_by_default: bool = Field(True, description="Voice-activity detection when the request sets no chunking_strategy.")

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator, Awaitable, Callable
 
 import anyio
+from sse_starlette import EventSourceResponse
 
 from engines.types import Segment, TextJoiner, Transcript, TranscriptionStream
 from server.render import logprobs_json, segment_id, speaker_text, token_usage
@@ -105,3 +106,22 @@ async def stream_events(
 
 def _next(iterator):
     return next(iterator, None)
+
+
+class HeldEventSourceResponse(EventSourceResponse):
+    """An SSE response that runs `release` when it ends, however it ends.
+
+    The event generator releases its slot in its own `finally`, but a generator that never
+    started (the client left before the first event) never runs it; this does.
+    """
+
+    def __init__(self, content, *, release: Callable[[], Awaitable[object]], **kwargs):
+        super().__init__(content, **kwargs)
+        self._release = release
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._release()
