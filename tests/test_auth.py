@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import openai
@@ -107,8 +108,12 @@ def test_keys_never_reach_the_log_and_start_up_says_keys_are_on(keyed):
     url, log = keyed
     with httpx.Client(base_url=url, timeout=60) as http:
         http.get("/v1/models", headers={"Authorization": f"Bearer {KEY_A}"})
-        http.get("/v1/models", headers={"Authorization": "Bearer sk-oyez-attacker-guess"})
+        http.get("/v1/models", headers={"Authorization": "Bearer sk-oyez-attacker-guess", "X-Request-Id": "probe-1"})
+    deadline = time.monotonic() + 10  # the request's line is written just after its response
+    while '"probe-1"' not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
     text = log.read_text()
+    assert '"probe-1"' in text
     for secret in (KEY_A, KEY_FILE_KEY, "sk-oyez-other", "sk-oyez-attacker-guess"):
         assert secret not in text
     lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -102,13 +103,23 @@ def test_request_id_is_returned_and_logged(http, server):
     errored = http.get("/v1/models/nope", headers={"X-Request-Id": "err-1"})
     assert errored.status_code == 404 and errored.headers["x-request-id"] == "err-1"
 
-    log = server.log_text()
-    line = next(line for line in log.splitlines() if "request_id=client-id.42" in line)
+    line = log_line(server, "request_id=client-id.42")
     for part in ("status=200", "model=whisper-1", "response_format=json", "audio_s=11.0", "queue_wait_s=", "run_s=",
                  "path=/v1/audio/transcriptions"):
         assert part in line, line
-    line = next(line for line in log.splitlines() if "request_id=err-1" in line)
+    line = log_line(server, "request_id=err-1")
     assert "status=404" in line and "error_code=model_not_found" in line
+
+
+def log_line(server, needle: str) -> str:
+    """The server's log line holding `needle`; it is written just after the response is sent, so wait a little."""
+    deadline = time.monotonic() + 10
+    while True:
+        found = [line for line in server.log_text().splitlines() if needle in line]
+        if found or time.monotonic() > deadline:
+            assert found, f"no log line with {needle}"
+            return found[0]
+        time.sleep(0.1)
 
 
 def test_json_log_lines_carry_the_fields():
