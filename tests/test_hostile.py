@@ -258,13 +258,13 @@ def test_huge_and_unicode_prompts(hostile):
     ids=["plain", "bad-base64", "not-base64", "empty", "too-many", "too-big"],
 )
 def test_malformed_speaker_references(hostile, refs):
-    data = {"model": "whisper-1", "known_speaker_names[]": [f"s{i}" for i in range(len(refs))][:4],
+    data = {"model": "gpt-4o-transcribe-diarize", "known_speaker_names[]": [f"s{i}" for i in range(len(refs))][:4],
             "known_speaker_references[]": refs}
     assert_envelope(upload(hostile.http, JFK.read_bytes(), data=data), 400, "known_speaker_references")
 
 
 def test_too_many_speaker_names(hostile):
-    data = {"model": "whisper-1", "known_speaker_names[]": [f"s{i}" for i in range(5)]}
+    data = {"model": "gpt-4o-transcribe-diarize", "known_speaker_names[]": [f"s{i}" for i in range(5)]}
     assert_envelope(upload(hostile.http, JFK.read_bytes(), data=data), 400, "known_speaker_names")
 
 
