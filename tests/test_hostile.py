@@ -388,7 +388,13 @@ def test_repeats_do_not_grow_memory(hostile):
 
 def test_server_is_clean_afterwards(hostile):
     assert_transcribes(hostile.http)
-    deadline = time.monotonic() + 30  # idle worker threads retire after 10 s; connections close
+    # anyio keeps idle worker threads until the next job is handed out, then retires those idle for
+    # over 10 s: wait, then give it one job (an undecodable upload, decoded in a worker thread).
+    time.sleep(11)
+    r = hostile.http.post("/v1/audio/transcriptions", files={"file": ("x.wav", b"RIFF" + bytes(64), "audio/wav")},
+                          data={"model": "whisper-1"})
+    assert r.status_code == 400
+    deadline = time.monotonic() + 30  # connections close
     while time.monotonic() < deadline:
         leftovers = sorted(os.listdir(hostile.spool)) != hostile.baseline["spool"]
         fds, threads = hostile.open_files(), hostile.threads()
