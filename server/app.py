@@ -20,7 +20,7 @@ from engines.types import DiarizerConfig, TranscribeOptions, VadParams
 from server.auth import APIKeyMiddleware, KeyChecker, announce, load_keys
 from server.errors import APIError, error_body, install_error_handlers, invalid
 from server.known_speakers import check_counts, decode_references
-from server.limits import BodyLimitMiddleware, check_speaker_references, collect_within
+from server.limits import BodyLimitMiddleware, collect_within
 from server.metrics import Metrics
 from server.params import TranscriptionRequest, parse_transcription
 from server.render import render
@@ -113,11 +113,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             spec = registry.spec(req.model)
             info.model, info.response_format, info.stream = req.model, req.response_format, req.stream
             _check_request(req, spec.kind)
-            check_speaker_references(
+            check_counts(
                 req.known_speaker_names, req.known_speaker_references,
-                max_count=settings.max_speaker_references, max_bytes=int(settings.max_reference_mb * 2**20),
+                settings.max_speaker_references, int(settings.max_reference_mb * 2**20),
             )
-            check_counts(req.known_speaker_names, req.known_speaker_references, settings.max_speaker_references)
             size = req.file.size if req.file.size is not None else _file_size(req.file.file)
             if size > settings.max_upload_bytes:
                 raise _too_large(settings.max_upload_bytes)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import math
 import re
 
 from engines.audio import decode_audio
@@ -27,16 +28,22 @@ _DATA_URL = re.compile(r"^data:(?P<mime>[^;,]*)(?P<params>(?:;[^;,]*)*),(?P<data
 _ACCEPTED_TYPES = ("audio/", "video/", "application/octet-stream")
 
 
-def check_counts(names: list[str], references: list[str], max_count: int) -> None:
-    """The cheap checks, done before any decoding."""
+def check_counts(names: list[str], references: list[str], max_count: int, max_bytes: int | None = None) -> None:
+    """The cheap checks, done before any decoding: counts, names, and each reference's size."""
+    for param, values in ((NAMES, names), (REFERENCES, references)):
+        if len(values) > max_count:
+            raise invalid(param, f"At most {max_count} known speakers are supported; got {len(values)} `{param}`.")
     if len(names) != len(references):
         raise invalid(
             REFERENCES,
             f"`{REFERENCES}` must have one entry per `{NAMES}` entry; got {len(references)} references "
             f"for {len(names)} names.",
         )
-    if len(names) > max_count:
-        raise invalid(NAMES, f"At most {max_count} known speakers are supported; got {len(names)}.")
+    if max_bytes is not None:
+        for i, ref in enumerate(references):
+            # base64 is 4 characters per 3 bytes: refuse by length before decoding anything.
+            if len(ref) > 4 * math.ceil(max_bytes / 3) + 256:
+                raise invalid(REFERENCES, f"`{REFERENCES}[{i}]` is larger than the limit of {max_bytes / 2**20:g} MB.")
     seen: set[str] = set()
     for name in names:
         if not name:

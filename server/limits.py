@@ -4,18 +4,12 @@
   no (or a lying) Content-Length is cut off at the limit with a 413 instead of spooling to disk,
   and gives the whole body a deadline, so a client that trickles its upload gets a 408 and
   frees its connection, spooled file and memory.
-- check_speaker_references bounds the count and size of known_speaker_* fields and rejects
-  values that are not base64 data URLs, before anything decodes them.
 - collect_within drives a non-streamed decode one segment at a time and stops it at a deadline
   or when the client has gone away, so the worker thread is freed too.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import math
-import re
 import time
 from collections.abc import Awaitable, Callable
 
@@ -23,7 +17,7 @@ import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engines.types import Transcript, TranscriptionStream
-from server.errors import APIError, invalid
+from server.errors import APIError
 
 MULTIPART_SLACK = 64 * 1024  # form framing and small fields around the file part
 
@@ -63,30 +57,6 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, limited_receive, send)
-
-
-_DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?:;[\w.+-]+=[\w.+-]+)*;base64,(?P<data>[A-Za-z0-9+/=\s]*)$", re.DOTALL)
-
-
-def check_speaker_references(names: list[str], references: list[str], *, max_count: int, max_bytes: int) -> None:
-    """Bound known_speaker_names / known_speaker_references before anything decodes them."""
-    for param, values in (("known_speaker_names", names), ("known_speaker_references", references)):
-        if len(values) > max_count:
-            raise invalid(param, f"At most {max_count} `{param}` are allowed; got {len(values)}.")
-    for i, ref in enumerate(references):
-        param = "known_speaker_references"
-        # base64 is 4 characters per 3 bytes: refuse by length before decoding anything.
-        if len(ref) > 4 * math.ceil(max_bytes / 3) + 256:
-            raise invalid(param, f"`{param}[{i}]` is larger than the limit of {max_bytes / 2**20:g} MB.")
-        m = _DATA_URL.match(ref.strip())
-        if not m:
-            raise invalid(param, f"`{param}[{i}]` must be a base64 data URL such as `data:audio/wav;base64,...`.")
-        try:
-            data = base64.b64decode(re.sub(r"\s+", "", m.group("data")), validate=True)
-        except (binascii.Error, ValueError):
-            raise invalid(param, f"`{param}[{i}]` is not valid base64.") from None
-        if not data:
-            raise invalid(param, f"`{param}[{i}]` holds no audio.")
 
 
 class RequestTimeout(APIError):

@@ -32,11 +32,14 @@ def _param(exc: pytest.ExceptionInfo) -> str:
         ([""], ["x"], "known_speaker_names"),
         (["a", "a"], ["x", "y"], "known_speaker_names"),
         (["n" * 65], ["x"], "known_speaker_names"),
+        (["a"] * 5, [], "known_speaker_names"),
+        ([], ["x"] * 5, "known_speaker_references"),
+        (["a"], ["data:audio/wav;base64," + "A" * 2000], "known_speaker_references"),  # over max_bytes
     ],
 )
-def test_count_and_name_rules(names, refs, param):
+def test_count_name_and_size_rules(names, refs, param):
     with pytest.raises(APIError) as exc:
-        check_counts(names, refs, max_count=4)
+        check_counts(names, refs, max_count=4, max_bytes=1000)
     assert _param(exc) == param
 
 
