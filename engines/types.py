@@ -144,7 +144,10 @@ class TranscriptionStream:
             close()
 
     def collect(self) -> Transcript:
-        segments = list(self)  # first: long audio updates `audio` as its windows finish
+        return self.transcript(list(self))  # segments first: long audio updates `audio` as its windows finish
+
+    def transcript(self, segments: list[Segment]) -> Transcript:
+        """The transcript of `segments` decoded from this stream."""
         return Transcript(
             language=self.language,
             language_probability=self.language_probability,

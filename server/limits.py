@@ -94,11 +94,4 @@ async def collect_within(
     finally:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(stream.close)
-    return Transcript(
-        language=stream.language,
-        language_probability=stream.language_probability,
-        audio=stream.audio,
-        prompt_tokens=stream.prompt_tokens,
-        task=stream.task,
-        segments=segments,
-    )
+    return stream.transcript(segments)

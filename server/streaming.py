@@ -13,7 +13,7 @@ from typing import AsyncIterator, Awaitable, Callable
 import anyio
 from sse_starlette import EventSourceResponse
 
-from engines.types import Segment, TextJoiner, Transcript, TranscriptionStream
+from engines.types import Segment, TextJoiner, TranscriptionStream
 from server.render import logprobs_json, segment_id, speaker_text, token_usage
 
 log = logging.getLogger("oyez.stream")
@@ -48,10 +48,7 @@ class EventBuilder:
         return events
 
     def done(self, stream: TranscriptionStream) -> dict:
-        transcript = Transcript(
-            language=stream.language, language_probability=stream.language_probability, audio=stream.audio,
-            prompt_tokens=stream.prompt_tokens, task=stream.task, segments=self.segments,
-        )
+        transcript = stream.transcript(self.segments)
         # A diarized stream's final text is the `Speaker: text` lines of the non-streamed response.
         text = speaker_text(self.diarized) if self.diarized else self.joiner.text
         event: dict = {"type": "transcript.text.done", "text": text}
