@@ -39,6 +39,7 @@ from engines.bundled import diarization_weights  # noqa: E402
 from engines.campplus import DIMENSION, FRAME_RATE, CamppEmbedding, fbank  # noqa: E402
 from engines.errors import ModelUnavailableError  # noqa: E402
 from engines.speakers import SpeakerTurn, normalize  # noqa: E402
+from engines.turn_edges import extend_turn_edges, loud_frames  # noqa: E402
 from engines.types import DiarizerConfig  # noqa: E402
 
 log = logging.getLogger("oyez.diarize")
@@ -75,32 +76,113 @@ class _CamppDiarization(SpeakerDiarization):
     pyannote itself pools its WeSpeaker models, so embeddings cost one pass.
     """
 
+    def __init__(self, *args, voice_split_threshold: float | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.voice_split_threshold = voice_split_threshold
+
     def get_embeddings(self, file, binary_segmentations, exclude_overlap=False, hook=None):
+        """Embeddings per (chunk, local speaker); first splits local speakers that hold two voices.
+
+        The split edits `binary_segmentations` in place. With a powerset segmentation model
+        (segmentation-3.0) that object *is* the segmentation pyannote later reconstructs
+        the diarization from, so clustering and reconstruction both see the split.
+        """
         model: CamppEmbedding = self._embedding.model_
         features = _BlockFeatures(model, file["waveform"][0])
         window = binary_segmentations.sliding_window
-        data = np.nan_to_num(binary_segmentations.data, nan=0.0).astype(np.float32)
-        num_chunks, _, num_speakers = data.shape
-        clean = data * (data.sum(axis=2, keepdims=True) < 2) if exclude_overlap else data
+        num_chunks, num_frames, num_speakers = binary_segmentations.data.shape
         span = round(window.duration * FRAME_RATE)
+        split = self.voice_split_threshold is not None and self._segmentation.model.specifications.powerset
         embeddings = np.full((num_chunks, num_speakers, DIMENSION), np.nan, dtype=np.float32)
         for c in range(num_chunks):
             frames, valid = features.slice(round(window[c].start * FRAME_RATE), span)
-            for s in range(num_speakers):
-                mask = clean[c, :, s] if clean[c, :, s].sum() >= 0.5 * data[c, :, s].sum() > 0 else data[c, :, s]
+
+            def embed(mask: np.ndarray) -> np.ndarray | None:
                 weights = torch.nn.functional.interpolate(
-                    torch.from_numpy(mask)[None, None], size=span, mode="nearest"
+                    torch.from_numpy(mask.astype(np.float32))[None, None], size=span, mode="nearest"
                 )[0, 0].to(frames.device)
                 weights[valid:] = 0
                 if weights.sum() < MIN_POOL_FRAMES:
-                    continue
-                embeddings[c, s] = model.network.pooled_embedding(frames, weights).cpu().numpy()
+                    return None
+                return model.network.pooled_embedding(frames, weights).cpu().numpy()
+
+            chunk = np.nan_to_num(binary_segmentations.data[c], nan=0.0)
+            if split:
+                chunk = split_mixed_voices(
+                    chunk, embed, min_run=round(MIN_RUN_S * num_frames / window.duration),
+                    threshold=self.voice_split_threshold,
+                )
+                binary_segmentations.data[c] = chunk
+            clean = chunk * (chunk.sum(axis=1, keepdims=True) < 2) if exclude_overlap else chunk
+            for s in range(num_speakers):
+                mask = clean[:, s] if clean[:, s].sum() >= 0.5 * chunk[:, s].sum() > 0 else chunk[:, s]
+                vector = embed(mask)
+                if vector is not None:
+                    embeddings[c, s] = vector
             if hook is not None:
                 hook("embeddings", None, total=num_chunks, completed=c + 1)
         return embeddings
 
 
 MIN_POOL_FRAMES = 10  # 0.2 s of a speaker in a chunk: less gives no usable embedding
+MIN_RUN_S = 1.0  # stretches of one local speaker shorter than this are too short to judge the voice of
+
+
+def split_mixed_voices(chunk: np.ndarray, embed, min_run: int, threshold: float) -> np.ndarray:
+    """Move the second voice of a local speaker to a free local speaker, within one chunk.
+
+    The segmentation model sometimes gives two people who take turns (with a pause between)
+    the same local speaker inside a 10 s chunk. Its embedding is then a blend that clusters
+    with whichever voice dominates, and the other person's turn is attributed wrongly. Here
+    each stretch of a local speaker of at least `min_run` frames is embedded on its own; when
+    two of them are less similar than `threshold` (cosine), they seed two voices. Every
+    stretch goes to the voice it resembles more (one too short to embed follows the nearest
+    long stretch), and the less present voice moves to a local speaker that is silent in
+    this chunk, if there is one.
+    `chunk` is (frames, local speakers), 0/1; `embed(mask)` pools an embedding or gives None.
+    """
+    chunk = chunk.copy()
+    for s in range(chunk.shape[1]):
+        runs = _runs(chunk[:, s] > 0)
+        long = [k for k, (a, b) in enumerate(runs) if b - a >= min_run]
+        if len(long) < 2:
+            continue
+        free = [k for k in range(chunk.shape[1]) if not chunk[:, k].any()]
+        if not free:
+            return chunk
+        vectors = {}
+        for k, (a, b) in enumerate(runs):
+            mask = np.zeros(chunk.shape[0], dtype=np.float32)
+            mask[a:b] = chunk[a:b, s]
+            vector = embed(mask)
+            if vector is not None:
+                vectors[k] = normalize(vector)[0]
+        seeds = [k for k in long if k in vectors]
+        if len(seeds) < 2:
+            continue
+        similarity = np.stack([vectors[k] for k in seeds]) @ np.stack([vectors[k] for k in seeds]).T
+        i, j = np.unravel_index(np.argmin(similarity), similarity.shape)
+        if similarity[i, j] >= threshold:
+            continue
+        first, second = vectors[seeds[i]], vectors[seeds[j]]
+        voice = {k: int(v @ second > v @ first) for k, v in vectors.items()}
+        for k, (a, b) in enumerate(runs):
+            if k not in voice:
+                nearest = min((m for m in long if m in voice), key=lambda m: abs(runs[m][0] + runs[m][1] - a - b))
+                voice[k] = voice[nearest]
+        present = [sum(b - a for k, (a, b) in enumerate(runs) if voice[k] == v) for v in (0, 1)]
+        moving = 1 if present[1] <= present[0] else 0
+        for k, (a, b) in enumerate(runs):
+            if voice[k] == moving:
+                chunk[a:b, free[0]] = chunk[a:b, s]
+                chunk[a:b, s] = 0
+    return chunk
+
+
+def _runs(active: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) of each stretch of True."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], active.astype(np.int8), [0]])))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
 
 
 class _BlockFeatures:
@@ -186,6 +268,7 @@ class PyannoteDiarizer:
                 embedding=CamppEmbedding(str(weights.embedding)),
                 plda=_NoPLDA(),
                 clustering="AgglomerativeClustering",
+                voice_split_threshold=config.voice_split_threshold,
                 embedding_batch_size=32,
                 segmentation_batch_size=32,
             )
@@ -230,6 +313,10 @@ class PyannoteDiarizer:
              for seg, _, label in output.speaker_diarization.itertracks(yield_label=True)),
             key=lambda t: t.start,
         )
+        if self.config.edge_extension_s > 0:
+            loud = loud_frames(samples)
+            turns = extend_turn_edges(turns, loud, self.config.edge_extension_s)
+            regions = extend_turn_edges(regions, loud, self.config.edge_extension_s)
         centroids = {}
         embeddings = output.speaker_embeddings
         if embeddings is not None:

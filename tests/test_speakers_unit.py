@@ -84,3 +84,31 @@ def test_closing_the_split_stream_closes_the_decoder():
     next(stream)
     stream.close()
     assert closed == [True]
+
+
+def test_a_local_speaker_holding_two_voices_is_split():
+    split_mixed_voices = pytest.importorskip("engines.diarize").split_mixed_voices
+    voice = np.zeros(100, dtype=int)  # which voice each frame is: 0 = X, 1 = Y
+    voice[50:90] = 1
+
+    def embed(mask):
+        if mask.sum() < 3:
+            return None
+        return np.mean([_unit(0.0) if voice[i] == 0 else _unit(1.4) for i in np.flatnonzero(mask)], axis=0)
+
+    chunk = np.zeros((100, 3), dtype=np.float32)
+    chunk[0:40, 0] = chunk[50:75, 0] = chunk[80:82, 0] = 1  # X, Y, and a stretch of Y too short to embed
+    chunk[10:30, 2] = 1
+    out = split_mixed_voices(chunk, embed, min_run=10, threshold=0.4)
+    assert out[0:40, 0].all() and not out[40:, 0].any()
+    assert out[50:75, 1].all() and out[80:82, 1].all() and not out[:50, 1].any()
+    assert (out[:, 2] == chunk[:, 2]).all()
+    assert (out.sum(axis=1) == chunk.sum(axis=1)).all()  # no frame gained or lost a speaker
+
+    # One voice throughout, or nowhere to put a second one: unchanged.
+    voice[:] = 0
+    assert (split_mixed_voices(chunk, embed, min_run=10, threshold=0.4) == chunk).all()
+    voice[50:90] = 1
+    full = chunk.copy()
+    full[90:95, 1] = 1
+    assert (split_mixed_voices(full, embed, min_run=10, threshold=0.4) == full).all()
