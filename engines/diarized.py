@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Iterable, Iterator
 
 from engines.audio import Audio
-from engines.speakers import SpeakerLabeler, SpeakerTurn, match_known_speakers, speaker_at
+from engines.speakers import SpeakerLabeler, SpeakerTimeline, SpeakerTurn, match_known_speakers
 from engines.types import Segment, TranscribeOptions, TranscriptionStream, Word
 
 log = logging.getLogger("oyez.diarize")
@@ -63,9 +63,10 @@ def split_by_speaker(
     appearance in the output; segments are renumbered in output order.
     """
     index = 0
+    timeline = SpeakerTimeline(turns)
     try:
         for segment in segments:
-            for piece in _split(segment, turns):
+            for piece in _split(segment, timeline):
                 yield replace(piece, id=index, speaker=labeler.label(piece.speaker))
                 index += 1
     finally:
@@ -74,13 +75,13 @@ def split_by_speaker(
             close()
 
 
-def _split(segment: Segment, turns: list[SpeakerTurn]) -> list[Segment]:
+def _split(segment: Segment, timeline: SpeakerTimeline) -> list[Segment]:
     fallback = "unknown"  # no speech turn found at all: one anonymous speaker
     if not segment.words:
-        return [replace(segment, speaker=speaker_at(turns, segment.start, segment.end) or fallback)]
+        return [replace(segment, speaker=timeline.speaker_at(segment.start, segment.end) or fallback)]
     groups: list[tuple[str, list[Word]]] = []
     for word in segment.words:
-        speaker = speaker_at(turns, word.start, word.end) or fallback
+        speaker = timeline.speaker_at(word.start, word.end) or fallback
         if groups and groups[-1][0] == speaker:
             groups[-1][1].append(word)
         else:

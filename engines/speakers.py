@@ -5,6 +5,7 @@ Pure numpy/scipy, so it is unit-tested without torch.
 
 from __future__ import annotations
 
+import bisect
 import string
 from dataclasses import dataclass
 
@@ -82,20 +83,38 @@ class SpeakerLabeler:
         return self._assigned[internal]
 
 
-def speaker_at(turns: list[SpeakerTurn], start: float, end: float) -> str | None:
-    """The speaker who talks most over [start, end]; if nobody does, the nearest turn's speaker.
+class SpeakerTimeline:
+    """Exclusive speaker turns (at most one speaker at a time), looked up by bisection.
 
-    `turns` must be exclusive (no overlaps), so a word is never given to two people.
+    A two-hour recording has thousands of turns and tens of thousands of words; a scan of
+    every turn per word would cost minutes, a bisection costs microseconds.
     """
-    if not turns:
-        return None
-    best, best_overlap = None, 0.0
-    for turn in turns:
-        overlap = min(end, turn.end) - max(start, turn.start)
-        if overlap > best_overlap:
-            best, best_overlap = turn.speaker, overlap
-    if best is not None:
-        return best
-    middle = (start + end) / 2
-    nearest = min(turns, key=lambda t: 0.0 if t.start <= middle <= t.end else min(abs(t.start - middle), abs(t.end - middle)))
-    return nearest.speaker
+
+    def __init__(self, turns: list[SpeakerTurn]):
+        self.turns = sorted(turns, key=lambda t: (t.start, t.end))
+        self._ends = [t.end for t in self.turns]  # sorted too: the turns do not overlap
+
+    def speaker_at(self, start: float, end: float) -> str | None:
+        """The speaker who talks most over [start, end]; if nobody does, the nearest turn's speaker."""
+        if not self.turns:
+            return None
+        best, best_overlap = None, 0.0
+        i = bisect.bisect_right(self._ends, start)  # the first turn that ends after `start`
+        while i < len(self.turns) and self.turns[i].start < end:
+            turn = self.turns[i]
+            overlap = min(end, turn.end) - max(start, turn.start)
+            if overlap > best_overlap:
+                best, best_overlap = turn.speaker, overlap
+            i += 1
+        if best is not None:
+            return best
+        middle = (start + end) / 2
+        k = bisect.bisect_left(self._ends, middle)
+        neighbours = self.turns[max(k - 1, 0) : k + 1]
+        nearest = min(neighbours, key=lambda t: 0.0 if t.start <= middle <= t.end else min(abs(t.start - middle), abs(t.end - middle)))
+        return nearest.speaker
+
+
+def speaker_at(turns: list[SpeakerTurn], start: float, end: float) -> str | None:
+    """`SpeakerTimeline(turns).speaker_at(start, end)`, for a single lookup."""
+    return SpeakerTimeline(turns).speaker_at(start, end)

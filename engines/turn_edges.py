@@ -87,6 +87,11 @@ def extend_turn_edges(turns: list[SpeakerTurn], loud: np.ndarray, max_s: float) 
         else:
             covered.append([t.start, t.end])
 
+    ending_at: dict[float, list[int]] = {}  # the gaps' edges are exactly these turn edges
+    starting_at: dict[float, list[int]] = {}
+    for i, t in enumerate(turns):
+        ending_at.setdefault(t.end, []).append(i)
+        starting_at.setdefault(t.start, []).append(i)
     new_start = {i: t.start for i, t in enumerate(turns)}
     new_end = {i: t.end for i, t in enumerate(turns)}
     for k in range(len(covered) + 1):
@@ -94,8 +99,8 @@ def extend_turn_edges(turns: list[SpeakerTurn], loud: np.ndarray, max_s: float) 
         gap_end = covered[k][0] if k < len(covered) else end_of_audio
         if gap_end <= gap_start:
             continue
-        left = [i for i, t in enumerate(turns) if k > 0 and abs(t.end - gap_start) < 1e-6]
-        right = [i for i, t in enumerate(turns) if k < len(covered) and abs(t.start - gap_end) < 1e-6]
+        left = ending_at.get(gap_start, []) if k > 0 else []
+        right = starting_at.get(gap_end, []) if k < len(covered) else []
         forward = reach_forward(gap_start, gap_end) if left else gap_start
         backward = reach_backward(gap_end, gap_start) if right else gap_end
         shared: set[str] = set()

@@ -260,7 +260,7 @@ def build_registry(settings: Settings) -> ModelRegistry:
             clustering_threshold=settings.diarization_threshold,
             min_cluster_size=settings.diarization_min_cluster_size,
             segmentation_step=settings.diarization_step,
-            voice_split_threshold=settings.diarization_voice_split,
+            voice_split_threshold=settings.diarization_voice_split or None,
             edge_extension_s=settings.diarization_edge_extension_seconds,
             match_threshold=settings.speaker_match_threshold,
         ),

@@ -44,9 +44,9 @@ class Settings(BaseSettings):
     diarization_threshold: float = Field(0.7, description="Clustering distance threshold of the embedded pipeline.")
     diarization_min_cluster_size: int = Field(12, description="Smallest cluster (in embeddings) kept as a speaker.")
     diarization_step: float = Field(0.1, description="Segmentation window step, as a fraction of its 10 s window.")
-    diarization_voice_split: float | None = Field(
-        0.4, description="Cosine below which two stretches of one chunk's local speaker are split as two voices "
-        "(embedded pipeline; empty = never split)."
+    diarization_voice_split: float = Field(
+        0.4, ge=0, le=1, description="Cosine below which two stretches of one chunk's local speaker are split as "
+        "two voices (embedded pipeline; 0 = never split)."
     )
     diarization_edge_extension_seconds: float = Field(
         0.5, ge=0, description="How far a speaker turn may grow over adjoining sound above the noise floor (0 = off)."

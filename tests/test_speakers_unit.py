@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("scipy")
 
 from engines.diarized import split_by_speaker  # noqa: E402
-from engines.speakers import SpeakerLabeler, SpeakerTurn, match_known_speakers, speaker_at  # noqa: E402
+from engines.speakers import SpeakerLabeler, SpeakerTimeline, SpeakerTurn, match_known_speakers, speaker_at  # noqa: E402
 from engines.types import Segment, Word  # noqa: E402
 
 
@@ -41,6 +41,26 @@ def test_speaker_at_takes_the_majority_speaker_or_the_nearest_turn():
     assert speaker_at(turns, 0.1, 0.9) == "s1"
     assert speaker_at(turns, 5.0, 5.2) == "s2"  # after the last turn: nearest
     assert speaker_at([], 0.0, 1.0) is None
+
+
+def test_timeline_lookup_agrees_with_a_scan_of_every_turn():
+    rng = np.random.default_rng(1)
+    edges = np.cumsum(rng.uniform(0.05, 2.0, 400))
+    turns = [SpeakerTurn(float(a), float(b), f"s{rng.integers(3)}")
+             for a, b in zip(edges[::2], edges[1::2])]  # exclusive, with gaps between
+    timeline = SpeakerTimeline(turns)
+
+    def scan(start, end):
+        overlaps = [(min(end, t.end) - max(start, t.start), -i, t.speaker) for i, t in enumerate(turns)]
+        best = max(overlaps)
+        if best[0] > 0:
+            return best[2]
+        middle = (start + end) / 2
+        return min(turns, key=lambda t: min(abs(t.start - middle), abs(t.end - middle))).speaker
+
+    for start in rng.uniform(-1, edges[-1] + 1, 2000):
+        end = start + rng.uniform(0.01, 1.5)
+        assert timeline.speaker_at(start, end) == scan(start, end)
 
 
 def _segment(words: list[tuple[str, float, float]]) -> Segment:
