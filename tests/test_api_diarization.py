@@ -109,24 +109,32 @@ def test_streaming_sends_segments_then_done(http):
     assert events[-1]["text"] == "\n".join(f"{s['speaker']}: {s['text']}" for s in segments)
 
 
-def test_known_speakers_get_names_and_an_unenrolled_voice_never_does(client):
-    """mix_3spk: two of the three readers enrolled with clips that are not in the mix."""
+@pytest.mark.parametrize(
+    ("mix", "enrolled", "bound"),
+    [
+        # Two of the three readers enrolled, with clips that are not in the mix.
+        ("mix_3spk", {"LS2033": "filippo", "LS3331": "peggy"}, 0.8),
+        # Only the woman enrolled: the man's turns must keep a letter. Before a window's local speaker holding
+        # two voices was split, one of his utterances was clustered with her and took her name.
+        ("mix_2spk_mf", {"LS1998": "sonja"}, 0.9),
+    ],
+)
+def test_known_speakers_get_names_and_an_unenrolled_voice_never_does(client, mix, enrolled, bound):
     base = shared("diarization/constructed")
     refs = base / "refs"
-    enrolled = {"LS2033": "filippo", "LS3331": "peggy"}
     names, references = [], []
     for speaker, name in enrolled.items():
         names.append(name)
         raw = (refs / f"{speaker}_ref1.flac").read_bytes()
         references.append("data:audio/flac;base64," + base64.b64encode(raw).decode())
-    with (base / "mix_3spk.wav").open("rb") as fh:
+    with (base / f"{mix}.wav").open("rb") as fh:
         result = client.audio.transcriptions.create(
             model=MODEL, file=fh, response_format="diarized_json",
             extra_body={"known_speaker_names": names, "known_speaker_references": references},
         )
     body = result.model_dump()
-    check_diarized(body, 47.42)
-    reference = rttm(base / "mix_3spk.rttm")
+    check_diarized(body, read_wav(base / f"{mix}.wav").shape[0] / 16000)
+    reference = rttm(base / f"{mix}.rttm")
     right = total = 0.0
     for seg in body["segments"]:
         for start, end, speaker in reference:
@@ -137,10 +145,10 @@ def test_known_speakers_get_names_and_an_unenrolled_voice_never_does(client):
                 total += overlap
                 right += overlap if seg["speaker"] == enrolled[speaker] else 0.0
             elif overlap > 0.5:
-                # The unenrolled reader (LS2609) must keep a letter.
+                # An unenrolled reader must keep a letter.
                 assert seg["speaker"] not in enrolled.values(), (seg, speaker)
-    assert right / total > 0.8, (right, total)
-    assert {s["speaker"] for s in body["segments"]} >= {"filippo", "peggy"}
+    assert right / total > bound, (right, total)
+    assert {s["speaker"] for s in body["segments"]} >= set(enrolled.values())
 
 
 def _post(http, data: dict, file=SAMPLE):
