@@ -1,11 +1,11 @@
 """Speaker-turn edges extended over the sound that adjoins them.
 
-pyannote's segmentation marks voiced speech. The breath before a sentence, a soft onset,
-a trailing consonant and a short pause inside a sentence fall outside its turns, although
-they belong to the person speaking and annotations (by hand or by energy) include them;
-on the LibriSpeech mixes that was most of the missed speech (README, "Diarization").
-Here each turn edge that borders no speech is moved outward over frames clearly above the
-recording's noise floor, up to a limit, and never into another speaker's turn.
+pyannote's segmentation marks voiced speech. The breath before a sentence, a soft onset
+and a trailing sound fall outside its turns, although they belong to the person speaking
+and annotations (by hand or by energy) include them; on the LibriSpeech mixes that was
+most of the missed speech (README, "Diarization"). Here each turn edge that borders no
+speech is moved outward over frames clearly above the recording's noise floor, up to a
+limit, and never into another speaker's turn. Silent pauses are left as they are.
 
 Pure numpy, so it is unit-tested without torch.
 """
