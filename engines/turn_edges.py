@@ -19,6 +19,7 @@ import numpy as np
 from engines.speakers import SpeakerTurn
 
 FRAME_S = 0.02
+BLOCK_FRAMES = 3000  # one minute
 DIGITAL_SILENCE_DB = -90.0  # frames this quiet are padding, not the recording's noise floor
 
 
@@ -35,8 +36,11 @@ def loud_frames(samples: np.ndarray, sample_rate: int = 16000, margin_db: float 
     count = len(samples) // hop
     if count == 0:
         return np.zeros(0, dtype=bool)
-    frames = np.asarray(samples[: count * hop], dtype=np.float64).reshape(count, hop)
-    levels = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
+    levels = np.empty(count)
+    for first in range(0, count, BLOCK_FRAMES):  # in blocks: a float64 copy of two hours would take 900 MB
+        last = min(first + BLOCK_FRAMES, count)
+        frames = np.asarray(samples[first * hop : last * hop], dtype=np.float64).reshape(last - first, hop)
+        levels[first:last] = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
     recorded = levels[levels > DIGITAL_SILENCE_DB]
     if recorded.size == 0:
         return np.zeros(count, dtype=bool)

@@ -78,3 +78,12 @@ def test_turns_never_grow_into_other_turns_and_overlaps_are_kept():
     extended = extend_turn_edges(exclusive, loud, max_s=0.3)
     assert extended == [SpeakerTurn(0.7, 2.0, "A"), SpeakerTurn(2.0, 3.3, "B")]
     assert all(a.end <= b.start for a, b in zip(extended, extended[1:]))
+
+
+def test_levels_are_the_same_across_block_boundaries():
+    x = _signal([(10.0, 70.0, -25), (59.9, 60.1, -65)], 130.0)
+    loud = loud_frames(x)
+    assert loud.size == _frame(130.0)
+    assert loud[_frame(10.0) : _frame(59.9)].all() and loud[_frame(60.1) : _frame(70.0)].all()
+    assert not loud[_frame(59.94) : _frame(60.06)].any()  # 200 ms of quiet across the 60 s block edge
+    assert not loud[: _frame(10.0)].any() and not loud[_frame(70.0) :].any()
