@@ -39,7 +39,7 @@ from engines.bundled import diarization_weights  # noqa: E402
 from engines.campplus import DIMENSION, FRAME_RATE, CamppEmbedding, fbank  # noqa: E402
 from engines.errors import ModelUnavailableError  # noqa: E402
 from engines.speakers import SpeakerTurn, normalize  # noqa: E402
-from engines.turn_edges import extend_turn_edges, loud_frames  # noqa: E402
+from engines.turn_edges import extend_turn_edges, loud_frames, runs  # noqa: E402
 from engines.types import DiarizerConfig  # noqa: E402
 
 log = logging.getLogger("oyez.diarize")
@@ -143,15 +143,15 @@ def split_mixed_voices(chunk: np.ndarray, embed, min_run: int, threshold: float)
     """
     chunk = chunk.copy()
     for s in range(chunk.shape[1]):
-        runs = _runs(chunk[:, s] > 0)
-        long = [k for k, (a, b) in enumerate(runs) if b - a >= min_run]
+        stretches = runs(chunk[:, s] > 0)
+        long = [k for k, (a, b) in enumerate(stretches) if b - a >= min_run]
         if len(long) < 2:
             continue
         free = [k for k in range(chunk.shape[1]) if not chunk[:, k].any()]
         if not free:
             return chunk
         vectors = {}
-        for k, (a, b) in enumerate(runs):
+        for k, (a, b) in enumerate(stretches):
             mask = np.zeros(chunk.shape[0], dtype=np.float32)
             mask[a:b] = chunk[a:b, s]
             vector = embed(mask)
@@ -166,23 +166,17 @@ def split_mixed_voices(chunk: np.ndarray, embed, min_run: int, threshold: float)
             continue
         first, second = vectors[seeds[i]], vectors[seeds[j]]
         voice = {k: int(v @ second > v @ first) for k, v in vectors.items()}
-        for k, (a, b) in enumerate(runs):
+        for k, (a, b) in enumerate(stretches):
             if k not in voice:
-                nearest = min((m for m in long if m in voice), key=lambda m: abs(runs[m][0] + runs[m][1] - a - b))
+                nearest = min((m for m in long if m in voice), key=lambda m: abs(stretches[m][0] + stretches[m][1] - a - b))
                 voice[k] = voice[nearest]
-        present = [sum(b - a for k, (a, b) in enumerate(runs) if voice[k] == v) for v in (0, 1)]
+        present = [sum(b - a for k, (a, b) in enumerate(stretches) if voice[k] == v) for v in (0, 1)]
         moving = 1 if present[1] <= present[0] else 0
-        for k, (a, b) in enumerate(runs):
+        for k, (a, b) in enumerate(stretches):
             if voice[k] == moving:
                 chunk[a:b, free[0]] = chunk[a:b, s]
                 chunk[a:b, s] = 0
     return chunk
-
-
-def _runs(active: np.ndarray) -> list[tuple[int, int]]:
-    """[start, end) of each stretch of True."""
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], active.astype(np.int8), [0]])))
-    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
 
 
 class _BlockFeatures:

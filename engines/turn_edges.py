@@ -45,14 +45,15 @@ def loud_frames(samples: np.ndarray, sample_rate: int = 16000, margin_db: float 
     if recorded.size == 0:
         return np.zeros(count, dtype=bool)
     loud = levels >= np.percentile(recorded, floor_percentile) + margin_db
-    for a, b in _quiet_runs(loud):
+    for a, b in runs(~loud):
         if 0 < a and b < loud.size and b - a <= bridge_frames:
             loud[a:b] = True
     return loud
 
 
-def _quiet_runs(loud: np.ndarray) -> list[tuple[int, int]]:
-    edges = np.flatnonzero(np.diff(np.concatenate([[1], loud.astype(np.int8), [1]])))
+def runs(active: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) of each stretch of True."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], active.astype(np.int8), [0]])))
     return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
 
 
