@@ -308,7 +308,7 @@ class PyannoteDiarizer:
             key=lambda t: t.start,
         )
         if self.config.edge_extension_s > 0:
-            loud = loud_frames(samples)
+            loud = loud_frames(samples, speech=regions)
             turns = extend_turn_edges(turns, loud, self.config.edge_extension_s)
             regions = extend_turn_edges(regions, loud, self.config.edge_extension_s)
         centroids = {}

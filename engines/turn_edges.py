@@ -4,8 +4,9 @@ pyannote's segmentation marks voiced speech. The breath before a sentence, a sof
 and a trailing sound fall outside its turns, although they belong to the person speaking
 and annotations (by hand or by energy) include them; on the LibriSpeech mixes that was
 most of the missed speech (README, "Diarization"). Here each turn edge that borders no
-speech is moved outward over frames clearly above the recording's noise floor, up to a
-limit, and never into another speaker's turn. Silent pauses are left as they are.
+speech is moved outward over frames that stand out from the recording's own background
+(learnt where nobody speaks), up to a limit, and never into another speaker's turn.
+Silent pauses are left as they are.
 
 Pure numpy, so it is unit-tested without torch.
 """
@@ -13,6 +14,7 @@ Pure numpy, so it is unit-tested without torch.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Sequence
 
 import numpy as np
 
@@ -20,31 +22,57 @@ from engines.speakers import SpeakerTurn
 
 FRAME_S = 0.02
 BLOCK_FRAMES = 3000  # one minute
-DIGITAL_SILENCE_DB = -90.0  # frames this quiet are padding, not the recording's noise floor
+DIGITAL_SILENCE_DB = -90.0  # frames this quiet are padding, not the recording's background
+MIN_BACKGROUND_FRAMES = 50  # one second of frames where nobody speaks, to learn the background from
+MAD_TO_SIGMA = 1.4826  # a normal distribution's standard deviation is 1.4826 times its median absolute deviation
 
 
-def loud_frames(samples: np.ndarray, sample_rate: int = 16000, margin_db: float = 10.0,
-                floor_percentile: float = 5.0, bridge_frames: int = 2) -> np.ndarray:
-    """Per 20 ms frame: is it at least `margin_db` above the noise floor?
-
-    The floor is a low percentile of the frame levels, leaving digital silence out, so it
-    follows each recording: a quiet studio file and a noisy room both get a floor of their own.
-    Dips of up to `bridge_frames` quiet frames between loud ones count as loud: a fading
-    sound flickers around any threshold.
-    """
+def frame_levels(samples: np.ndarray, sample_rate: int = 16000) -> np.ndarray:
+    """Level in dB (full scale) of each 20 ms frame."""
     hop = round(FRAME_S * sample_rate)
     count = len(samples) // hop
-    if count == 0:
-        return np.zeros(0, dtype=bool)
     levels = np.empty(count)
     for first in range(0, count, BLOCK_FRAMES):  # in blocks: a float64 copy of two hours would take 900 MB
         last = min(first + BLOCK_FRAMES, count)
         frames = np.asarray(samples[first * hop : last * hop], dtype=np.float64).reshape(last - first, hop)
         levels[first:last] = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
-    recorded = levels[levels > DIGITAL_SILENCE_DB]
-    if recorded.size == 0:
-        return np.zeros(count, dtype=bool)
-    loud = levels >= np.percentile(recorded, floor_percentile) + margin_db
+    return levels
+
+
+def loud_frames(samples: np.ndarray, speech: Sequence[SpeakerTurn] = (), sample_rate: int = 16000,
+                floor_margin_db: float = 10.0, background_sigmas: float = 4.0, guard_s: float = 0.3,
+                min_margin_db: float = 1.0, bridge_frames: int = 2) -> np.ndarray:
+    """Per 20 ms frame: is it sound, rather than the recording's background?
+
+    A frame is sound when it passes either of two tests:
+    - it is `floor_margin_db` above the recording's floor, the 5th percentile of its frame
+      levels (digital silence, i.e. zero padding, left out);
+    - it stands out from the background, learnt from the frames where no speaker talks
+      (`speech`, the diarization's turns, kept `guard_s` away from each): more than
+      `background_sigmas` robust standard deviations (from the median absolute deviation,
+      which the odd unmarked breath or click does not move) above their median, and at
+      least `min_margin_db`. This needs a second of such frames.
+    A steady studio floor (±0.4 dB) passes the second test about 2 dB above it, so the
+    quiet ends of words and the room tone of a take count; under a background that rises
+    and falls by several dB the second test grows strict and the first still holds.
+    Dips of up to `bridge_frames` quiet frames between loud ones count as loud: a fading
+    sound flickers around any threshold.
+    """
+    levels = frame_levels(samples, sample_rate)
+    recorded = levels > DIGITAL_SILENCE_DB
+    if not recorded.any():
+        return np.zeros(levels.size, dtype=bool)
+    threshold = np.percentile(levels[recorded], 5) + floor_margin_db
+    background = recorded.copy()
+    guard = round(guard_s / FRAME_S)
+    for turn in speech:
+        background[max(0, int(turn.start / FRAME_S) - guard) : int(np.ceil(turn.end / FRAME_S)) + guard] = False
+    if background.sum() >= MIN_BACKGROUND_FRAMES:
+        quiet = levels[background]
+        median = np.median(quiet)
+        sigma = MAD_TO_SIGMA * np.median(np.abs(quiet - median))
+        threshold = min(threshold, median + max(background_sigmas * sigma, min_margin_db))
+    loud = levels >= threshold
     for a, b in runs(~loud):
         if 0 < a and b < loud.size and b - a <= bridge_frames:
             loud[a:b] = True

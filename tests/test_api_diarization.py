@@ -113,10 +113,10 @@ def test_streaming_sends_segments_then_done(http):
     ("mix", "enrolled", "bound"),
     [
         # Two of the three readers enrolled, with clips that are not in the mix.
-        ("mix_3spk", {"LS2033": "filippo", "LS3331": "peggy"}, 0.8),
+        ("mix_3spk", {"LS2033": "filippo", "LS3331": "peggy"}, 0.95),
         # Only the woman enrolled: the man's turns must keep a letter. Before a window's local speaker holding
         # two voices was split, one of his utterances was clustered with her and took her name.
-        ("mix_2spk_mf", {"LS1998": "sonja"}, 0.9),
+        ("mix_2spk_mf", {"LS1998": "sonja"}, 0.95),
     ],
 )
 def test_known_speakers_get_names_and_an_unenrolled_voice_never_does(client, mix, enrolled, bound):

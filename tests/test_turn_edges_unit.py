@@ -24,22 +24,66 @@ def _frame(t: float) -> int:
     return round(t / FRAME_S)
 
 
-def test_loud_frames_follow_the_recordings_own_floor_and_bridge_short_dips():
+def _everywhere(seconds: float) -> list[SpeakerTurn]:
+    """Speech over the whole recording: no background to learn from, so only the floor test applies."""
+    return [SpeakerTurn(0.0, seconds, "A")]
+
+
+def test_floor_test_follows_the_recordings_own_floor_and_bridges_short_dips():
     x = _signal([(0.5, 1.0, -50), (1.0, 2.0, -25), (2.0, 2.04, -65), (2.04, 2.5, -45)], 4.0)
-    loud = loud_frames(x)
+    loud = loud_frames(x, speech=_everywhere(4.0))
     assert not loud[: _frame(0.5)].any() and not loud[_frame(2.5) :].any()
     assert loud[_frame(0.5) : _frame(2.5)].all()  # the 40 ms dip at 2.0 s is bridged
-    # In a noisy room the same -50 dB sound is no longer above the floor.
+    # In a noisy room the same -50 dB sound is no longer 10 dB above the floor.
     noisy = _signal([(0.5, 1.0, -50), (1.0, 2.0, -25)], 4.0, floor_db=-52)
-    assert not loud_frames(noisy)[_frame(0.55) : _frame(0.95)].any()
+    assert not loud_frames(noisy, speech=_everywhere(4.0))[_frame(0.55) : _frame(0.95)].any()
 
 
 def test_digital_silence_does_not_set_the_floor():
     x = _signal([(1.0, 2.0, -25)], 3.0, floor_db=-60)
     x[: RATE // 2] = 0.0  # zero padding at the start
-    loud = loud_frames(x)
+    loud = loud_frames(x, speech=_everywhere(3.0))
     assert not loud[_frame(0.6) : _frame(0.95)].any()
     assert loud[_frame(1.05) : _frame(1.95)].all()
+    # Nor the background: zeros outside the speech do not make every recorded frame stand out.
+    loud = loud_frames(x, speech=[SpeakerTurn(1.0, 2.0, "A")])
+    assert not loud[_frame(2.4) :].any()
+
+
+def test_a_steady_background_lets_sound_just_above_it_count():
+    # A studio floor at -65 dB; a soft onset and a trailing sound 4-5 dB above it, below the floor test's 10 dB.
+    x = _signal([(0.7, 1.0, -60), (1.0, 2.0, -25), (2.0, 2.4, -61)], 5.0)
+    speech = [SpeakerTurn(1.0, 2.0, "A")]
+    loud = loud_frames(x, speech=speech)
+    assert loud[_frame(0.72) : _frame(2.38)].all()
+    assert not loud[: _frame(0.66)].any() and not loud[_frame(2.44) :].any()  # the background itself stays quiet
+    assert not loud_frames(x, speech=_everywhere(5.0))[_frame(2.04) : _frame(2.36)].any()  # the floor test alone
+
+
+def test_a_fluctuating_background_makes_the_background_test_strict():
+    rng = np.random.default_rng(1)
+    t = np.arange(6 * RATE) / RATE
+    swing_db = 8 * np.sin(2 * np.pi * 0.7 * t)  # a background that rises and falls by 8 dB
+    x = rng.standard_normal(t.size) * 10 ** ((-55 + swing_db) / 20)
+    x[RATE : 2 * RATE] = rng.standard_normal(RATE) * 10 ** (-25 / 20)
+    speech = [SpeakerTurn(1.0, 2.0, "A")]
+    x = x.astype(np.float32)
+    background_only = loud_frames(x, speech=speech, floor_margin_db=1e9)
+    assert not background_only[_frame(2.4) :].any()  # the background's peaks are not taken for sound...
+    assert loud_frames(x, speech=speech)[_frame(1.05) : _frame(1.95)].all()  # ...and the floor test still holds
+
+
+def test_the_background_test_needs_a_second_of_background_and_a_minimum_margin():
+    x = _signal([(0.0, 3.6, -25), (3.6, 3.8, -62)], 4.0)  # 0.2 s of background after the guard
+    speech = [SpeakerTurn(0.0, 3.6, "A")]
+    assert not loud_frames(x, speech=speech)[_frame(3.62) : _frame(3.78)].any()  # floor test only
+    # A constant background (a tone: no spread at all) still asks for 1 dB.
+    tone = (10 ** (-65 / 20) * np.sqrt(2) * np.sin(2 * np.pi * 500 * np.arange(5 * RATE) / RATE)).astype(np.float32)
+    tone[2 * RATE : 3 * RATE] *= 10 ** (40 / 20)  # the speech
+    tone[round(1.76 * RATE) : 2 * RATE] *= 10 ** (0.5 / 20)
+    tone[3 * RATE : round(3.24 * RATE)] *= 10 ** (2 / 20)
+    loud = loud_frames(tone, speech=[SpeakerTurn(2.0, 3.0, "A")])
+    assert not loud[_frame(1.78) : _frame(1.98)].any() and loud[_frame(3.02) : _frame(3.22)].all()
 
 
 def test_edges_grow_over_sound_up_to_the_limit():

@@ -1,0 +1,46 @@
+"""Scoring diarization against reference RTTM, shared by tests and scripts/eval_diarization.
+
+Needs pyannote.core (the `diarize` extra); import it only where diarization is installed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pyannote.core import Annotation, Segment
+
+from engines.speakers import SpeakerLabeler, SpeakerTurn
+
+
+def read_rttm(path: Path) -> Annotation:
+    annotation = Annotation(uri=path.stem)
+    for line in path.read_text().splitlines():
+        f = line.split()
+        if f and f[0] == "SPEAKER":
+            start, duration = float(f[3]), float(f[4])
+            annotation[Segment(start, start + duration)] = f[7]
+    return annotation
+
+
+def hypothesis(turns: list[SpeakerTurn], names: dict[str, str]) -> Annotation:
+    """The turns as an annotation, labelled as the server labels them (known names, then A, B, ...)."""
+    labeler = SpeakerLabeler(names)
+    annotation = Annotation()
+    for t in turns:
+        annotation[Segment(t.start, t.end)] = labeler.label(t.speaker)
+    return annotation
+
+
+def attribution(reference: Annotation, hyp: Annotation, enrolled: list[str]) -> tuple[float, float]:
+    """(share of enrolled speakers' time carrying their name, seconds of unenrolled speech given an enrolled name)."""
+    right = total = stolen = 0.0
+    for segment, _, speaker in reference.itertracks(yield_label=True):
+        for hyp_segment, _, label in hyp.crop(segment).itertracks(yield_label=True):
+            overlap = (hyp_segment & segment).duration
+            if speaker in enrolled:
+                right += overlap if label == speaker else 0.0
+            elif label in enrolled:
+                stolen += overlap
+        if speaker in enrolled:
+            total += segment.duration
+    return (right / total if total else float("nan")), stolen

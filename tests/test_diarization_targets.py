@@ -1,0 +1,80 @@
+"""Diarization accuracy on real speech against reference RTTM: the targets of the diarization issue.
+
+The engine is called directly (the end-to-end tests in test_api_diarization.py go through the server);
+DER is pyannote.metrics' with no collar and overlapped speech counted. pyannote's sample is committed
+in tests/data; the LibriSpeech mixes and enrolment clips come from ../shared/data and skip without it.
+scripts/eval_diarization prints the same figures and more.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+pytest.importorskip("pyannote.audio")
+
+from pyannote.metrics.diarization import DiarizationErrorRate  # noqa: E402
+
+from engines.audio import decode_audio  # noqa: E402
+from engines.speakers import match_known_speakers  # noqa: E402
+from tests.diarization_scoring import attribution, hypothesis, read_rttm  # noqa: E402
+from tests.helpers import DATA, shared  # noqa: E402
+
+MIXES = "diarization/constructed"
+
+
+@pytest.fixture(scope="module")
+def diarizer():
+    from server.app import build_registry
+    from server.settings import Settings
+
+    settings = Settings()
+    return build_registry(settings).diarizer(), settings.speaker_match_threshold
+
+
+@pytest.fixture(scope="module")
+def diarize(diarizer):
+    @functools.cache
+    def run(wav: str):
+        return diarizer[0].diarize(decode_audio(wav).samples)
+
+    return lambda path: run(str(path))
+
+
+def _files(name: str):
+    if name == "sample":
+        return DATA / "diarization" / "sample.wav", DATA / "diarization" / "sample.rttm"
+    return shared(f"{MIXES}/{name}.wav"), shared(f"{MIXES}/{name}.rttm")
+
+
+@pytest.mark.parametrize(("name", "bound"), [("sample", 0.08), ("mix_2spk_mf", 0.05), ("mix_3spk", 0.05)])
+def test_der_and_speaker_count(diarize, name, bound):
+    wav, rttm = _files(name)
+    reference = read_rttm(rttm)
+    result = diarize(wav)
+    der = DiarizationErrorRate(collar=0.0, skip_overlap=False)(reference, hypothesis(result.regions, {}))
+    assert der < bound, f"{name}: DER {der:.1%}"
+    assert len(result.speakers) == len(reference.labels())
+
+
+@pytest.mark.parametrize(
+    ("name", "enrolled"),
+    [
+        ("mix_3spk", ["LS2033", "LS3331", "LS2609"]),
+        ("mix_3spk", ["LS2033", "LS3331"]),
+        ("mix_2spk_mf", ["LS1998"]),
+    ],
+)
+def test_known_speakers_carry_their_names(diarize, diarizer, name, enrolled):
+    """With one enrolment clip per name (as a request sends them), 95% of each enrolled speaker's time
+    carries the right name, and no unenrolled speaker's time ever carries an enrolled name."""
+    wav, rttm = _files(name)
+    result = diarize(wav)
+    model, threshold = diarizer
+    references = {speaker: model.embed(decode_audio(str(shared(f"{MIXES}/refs/{speaker}_ref1.flac"))).samples)
+                  for speaker in enrolled}
+    names = match_known_speakers(result.centroids, references, threshold)
+    share, stolen = attribution(read_rttm(rttm), hypothesis(result.turns, names), enrolled)
+    assert share >= 0.95, f"{name} {enrolled}: {share:.1%} of enrolled speech named right"
+    assert stolen == 0.0
