@@ -12,6 +12,7 @@ import time
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -301,13 +302,39 @@ class ModelRegistry:
         raise ModelUnavailableError(f"Unknown weights source `{weights}`.")
 
 
+# CTranslate2 4.x is built against CUDA 12: it links the CUDA runtime statically (so it counts GPUs on
+# any recent driver) but loads cuBLAS by this name at its first matrix product on the GPU.
+CTRANSLATE2_CUBLAS = "libcublas.so.12"
+
+
+@lru_cache(maxsize=1)
 def cuda_devices() -> int:
+    """GPUs CTranslate2 can actually compute on: counted, and only if the cuBLAS it needs loads."""
     import ctranslate2
 
     try:
-        return ctranslate2.get_cuda_device_count()
+        count = ctranslate2.get_cuda_device_count()
     except Exception:  # a CUDA runtime that cannot start counts as none
         return 0
+    if count and not _loadable(CTRANSLATE2_CUBLAS):
+        log.warning(
+            "CTranslate2 sees %d GPU(s) but cannot load %s (CUDA 12's cuBLAS), so it could not transcribe on them; "
+            "device=auto uses the CPU. Install CUDA 12's cuBLAS (e.g. pip install nvidia-cublas-cu12 and put its lib "
+            "directory on LD_LIBRARY_PATH, or use an nvidia/cuda:12.x image) to use the GPU.",
+            count, CTRANSLATE2_CUBLAS,
+        )
+        return 0
+    return count
+
+
+def _loadable(library: str) -> bool:
+    import ctypes
+
+    try:
+        ctypes.CDLL(library)
+    except OSError:
+        return False
+    return True
 
 
 def resolve_device(device: str) -> str:

@@ -122,6 +122,30 @@ def test_auto_device_picks_cuda_and_float16_when_a_gpu_is_seen(monkeypatch):
     assert registry_module.auto_compute_type("auto") == "int8"
 
 
+def test_a_gpu_ctranslate2_cannot_compute_on_counts_as_none(monkeypatch, caplog):
+    """CTranslate2 counts GPUs with its own CUDA 12 runtime but loads CUDA 12's cuBLAS only at the first
+    product: on a host with only CUDA 13 libraries (seen on an H100) `auto` used to pick the GPU and every
+    request then failed. Such a GPU now counts as none, with a warning, and the CPU serves."""
+    import ctranslate2
+
+    probe = registry_module.cuda_devices  # cached: the probe runs (and warns) once per process
+    monkeypatch.setattr(ctranslate2, "get_cuda_device_count", lambda: 1)
+    monkeypatch.setattr(registry_module, "_loadable", lambda library: False)
+    probe.cache_clear()
+    try:
+        with caplog.at_level("WARNING", logger="oyez.models"):
+            assert probe() == 0
+            assert registry_module.resolve_device("auto") == "cpu"
+        assert "libcublas.so.12" in caplog.text
+        monkeypatch.setattr(registry_module, "_loadable", lambda library: library == "libcublas.so.12")
+        probe.cache_clear()
+        assert probe() == 1 and registry_module.resolve_device("auto") == "cuda"
+    finally:
+        monkeypatch.undo()
+        probe.cache_clear()
+    assert not registry_module._loadable("libno-such-library.so.1")
+
+
 def test_whisper_loader_passes_cuda_choices_to_the_engine(tmp_path, monkeypatch):
     """The real loader with a GPU reported: the engine is asked for cuda/float16, with the configured batch size."""
     import engines.whisper as whisper_module
