@@ -34,7 +34,7 @@ class DiarizerConfig:
     segmentation_step: float = 0.1
     # Cosine below which two stretches of one local speaker count as two voices (None = never split).
     voice_split_threshold: float | None = 0.4
-    # How far a turn may grow over adjoining sound above the noise floor (engines/turn_edges.py).
+    # How far a turn may grow over adjoining sound: 10 dB over the floor or out of the background (engines/turn_edges.py).
     edge_extension_s: float = 0.5
     # Cosine similarity a cluster needs with a known speaker's reference to take the name.
     match_threshold: float = 0.5
