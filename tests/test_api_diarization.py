@@ -73,6 +73,21 @@ def test_two_speaker_call_via_sdk(client):
     assert max(best, swapped) >= 0.75 * sum(agree.values()), agree
 
 
+@pytest.mark.parametrize(
+    "strategy", ["auto", {"type": "server_vad", "threshold": 0.4, "prefix_padding_ms": 300, "silence_duration_ms": 500}]
+)
+def test_chunking_strategy_is_taken_with_the_diarize_model(client, strategy):
+    """chunking_strategy drives the transcription's speech detection here as for the other models."""
+    with SAMPLE.open("rb") as fh:
+        result = client.audio.transcriptions.create(
+            model=MODEL, file=fh, response_format="diarized_json", chunking_strategy=strategy)
+    body = result.model_dump()
+    check_diarized(body, 30.0)
+    assert {s["speaker"] for s in body["segments"]} == {"A", "B"}
+    words = " ".join(s["text"] for s in body["segments"])
+    assert wer(stm_text(DATA / "diarization" / "sample.stm"), words) < 0.35
+
+
 def test_json_text_srt_and_vtt_carry_speakers(http):
     def post(fmt):
         with SAMPLE.open("rb") as fh:
@@ -176,6 +191,7 @@ def _post(http, data: dict, file=SAMPLE):
         ({"prompt": "a telephone call"}, "prompt"),
         ({"include[]": ["logprobs"]}, "include"),
         ({"response_format": "verbose_json"}, "response_format"),
+        ({"chunking_strategy[type]": "server_vad", "chunking_strategy[threshold]": "2"}, "chunking_strategy"),
     ],
 )
 def test_bad_diarization_requests_get_400(http, extra, param):
