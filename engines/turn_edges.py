@@ -40,7 +40,7 @@ def frame_levels(samples: np.ndarray, sample_rate: int = 16000) -> np.ndarray:
 
 
 def loud_frames(samples: np.ndarray, speech: Sequence[SpeakerTurn] = (), sample_rate: int = 16000,
-                floor_margin_db: float = 10.0, background_sigmas: float = 4.0, guard_s: float = 0.3,
+                floor_margin_db: float | None = 10.0, background_sigmas: float | None = 4.0, guard_s: float = 0.3,
                 min_margin_db: float = 1.0, bridge_frames: int = 2) -> np.ndarray:
     """Per 20 ms frame: is it sound, rather than the recording's background?
 
@@ -52,9 +52,9 @@ def loud_frames(samples: np.ndarray, speech: Sequence[SpeakerTurn] = (), sample_
       `background_sigmas` robust standard deviations (from the median absolute deviation,
       which the odd unmarked breath or click does not move) above their median, and at
       least `min_margin_db`. This needs a second of such frames.
-    A steady studio floor (±0.4 dB) passes the second test about 2 dB above it, so the
-    quiet ends of words and the room tone of a take count; under a background that rises
-    and falls by several dB the second test grows strict and the first still holds.
+    None switches a test off. A steady studio floor (±0.4 dB) passes the second test 2-3 dB
+    above it, so the quiet ends of words and the room tone of a take count; under a background
+    that rises and falls by several dB the second test grows strict and the first still holds.
     Dips of up to `bridge_frames` quiet frames between loud ones count as loud: a fading
     sound flickers around any threshold.
     """
@@ -62,12 +62,12 @@ def loud_frames(samples: np.ndarray, speech: Sequence[SpeakerTurn] = (), sample_
     recorded = levels > DIGITAL_SILENCE_DB
     if not recorded.any():
         return np.zeros(levels.size, dtype=bool)
-    threshold = np.percentile(levels[recorded], 5) + floor_margin_db
+    threshold = np.inf if floor_margin_db is None else np.percentile(levels[recorded], 5) + floor_margin_db
     background = recorded.copy()
     guard = round(guard_s / FRAME_S)
     for turn in speech:
         background[max(0, int(turn.start / FRAME_S) - guard) : int(np.ceil(turn.end / FRAME_S)) + guard] = False
-    if background.sum() >= MIN_BACKGROUND_FRAMES:
+    if background_sigmas is not None and background.sum() >= MIN_BACKGROUND_FRAMES:
         quiet = levels[background]
         median = np.median(quiet)
         sigma = MAD_TO_SIGMA * np.median(np.abs(quiet - median))

@@ -25,19 +25,24 @@ MIXES = "diarization/constructed"
 
 
 @pytest.fixture(scope="module")
-def diarizer():
-    from server.app import build_registry
+def settings():
     from server.settings import Settings
 
-    settings = Settings()
-    return build_registry(settings).diarizer(), settings.speaker_match_threshold
+    return Settings()
+
+
+@pytest.fixture(scope="module")
+def diarizer(settings):
+    from server.app import build_registry
+
+    return build_registry(settings).diarizer()
 
 
 @pytest.fixture(scope="module")
 def diarize(diarizer):
     @functools.cache
     def run(wav: str):
-        return diarizer[0].diarize(decode_audio(wav).samples)
+        return diarizer.diarize(decode_audio(wav).samples)
 
     return lambda path: run(str(path))
 
@@ -66,15 +71,14 @@ def test_der_and_speaker_count(diarize, name, bound):
         ("mix_2spk_mf", ["LS1998"]),
     ],
 )
-def test_known_speakers_carry_their_names(diarize, diarizer, name, enrolled):
+def test_known_speakers_carry_their_names(diarize, diarizer, settings, name, enrolled):
     """With one enrolment clip per name (as a request sends them), 95% of each enrolled speaker's time
     carries the right name, and no unenrolled speaker's time ever carries an enrolled name."""
     wav, rttm = _files(name)
     result = diarize(wav)
-    model, threshold = diarizer
-    references = {speaker: model.embed(decode_audio(str(shared(f"{MIXES}/refs/{speaker}_ref1.flac"))).samples)
+    references = {speaker: diarizer.embed(decode_audio(str(shared(f"{MIXES}/refs/{speaker}_ref1.flac"))).samples)
                   for speaker in enrolled}
-    names = match_known_speakers(result.centroids, references, threshold)
+    names = match_known_speakers(result.centroids, references, settings.speaker_match_threshold)
     share, stolen = attribution(read_rttm(rttm), hypothesis(result.turns, names), enrolled)
     assert share >= 0.95, f"{name} {enrolled}: {share:.1%} of enrolled speech named right"
     assert stolen == 0.0
