@@ -245,7 +245,7 @@ class ModelRegistry:
             with self._diarizer_lock:
                 if self._diarizer is None:
                     try:
-                        from engines.diarize import PyannoteDiarizer
+                        from engines.diarization.pipeline import PyannoteDiarizer
                     except ImportError as exc:
                         raise ModelUnavailableError(
                             "Speaker diarization is not installed on this server "
@@ -256,7 +256,7 @@ class ModelRegistry:
 
     def _load_diarizing(self, spec: ModelSpec) -> Any:
         """The diarize model: the diarization pipeline plus its own Whisper engine on the same weights."""
-        from engines.diarized import DiarizingTranscriber
+        from engines.diarization.transcriber import DiarizingTranscriber
 
         diarizer = self.diarizer()
         return DiarizingTranscriber(self._load_whisper(spec), diarizer, self.diarizer_config.match_threshold)

@@ -20,7 +20,7 @@ class VadParams:
 
 @dataclass(frozen=True)
 class DiarizerConfig:
-    """How to build the diarization pipeline (engines/diarize.py); see the README's settings."""
+    """How to build the diarization pipeline (engines/diarization/pipeline.py); see the README's settings."""
 
     pipeline: str | None = None  # None = embedded (segmentation-3.0 + CAM++); else a pipeline dir or Hub id
     hf_token: str | None = None
@@ -34,7 +34,7 @@ class DiarizerConfig:
     segmentation_step: float = 0.1
     # Cosine below which two stretches of one local speaker count as two voices (None = never split).
     voice_split_threshold: float | None = 0.4
-    # How far a turn may grow over adjoining sound: 10 dB over the floor or out of the background (engines/turn_edges.py).
+    # How far a turn may grow over adjoining sound: 10 dB over the floor or out of the background (engines/diarization/turn_edges.py).
     edge_extension_s: float = 0.5
     # Cosine similarity a cluster needs with a known speaker's reference to take the name.
     match_threshold: float = 0.5

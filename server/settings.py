@@ -49,7 +49,7 @@ class Settings(BaseSettings):
         "two voices (embedded pipeline; 0 = never split)."
     )
     diarization_edge_extension_seconds: float = Field(
-        0.5, ge=0, description="How far a speaker turn may grow over adjoining sound (engines/turn_edges.py; 0 = off)."
+        0.5, ge=0, description="How far a speaker turn may grow over adjoining sound (engines/diarization/turn_edges.py; 0 = off)."
     )
     diarization_threads: int = Field(
         1, description="torch CPU threads for diarization; 0 = torch's default. More than 1 thrashes when ASR shares the cores."

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pyannote.core import Annotation, Segment
 
-from engines.speakers import SpeakerLabeler, SpeakerTurn
+from engines.diarization.speakers import SpeakerLabeler, SpeakerTurn
 
 
 def read_rttm(path: Path) -> Annotation:

@@ -49,7 +49,7 @@ def write_pipeline(root):
     from pyannote.audio.core.task import Problem, Resolution, Specifications
 
     from engines.bundled import diarization_weights
-    from engines.campplus import DIMENSION, CamppEmbedding
+    from engines.diarization.embeddings import DIMENSION, CamppEmbedding
 
     weights = diarization_weights()
     shutil.copytree(weights.segmentation.parent, root / "segmentation")
@@ -60,7 +60,7 @@ def write_pipeline(root):
         "pytorch-lightning_version": lightning.__version__,
         "pyannote.audio": {
             "versions": {"torch": torch.__version__, "pyannote.audio": pyannote.audio.__version__},
-            "architecture": {"module": "engines.campplus", "class": "CamppEmbedding"},
+            "architecture": {"module": "engines.diarization.embeddings", "class": "CamppEmbedding"},
             "specifications": Specifications(problem=Problem.REPRESENTATION, resolution=Resolution.CHUNK, duration=10.0),
         },
     }, root / "embedding" / "pytorch_model.bin")
@@ -83,7 +83,7 @@ def test_settings_load_the_directory_with_pyannotes_loader(pipeline_dir):
     from pyannote.metrics.diarization import DiarizationErrorRate
 
     from engines.audio import decode_audio
-    from engines.diarize import _CamppDiarization
+    from engines.diarization.pipeline import _CamppDiarization
     from server.app import build_registry
     from server.settings import Settings
     from tests.diarization_scoring import hypothesis, read_rttm

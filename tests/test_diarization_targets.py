@@ -17,7 +17,7 @@ pytest.importorskip("pyannote.audio")
 from pyannote.metrics.diarization import DiarizationErrorRate  # noqa: E402
 
 from engines.audio import decode_audio  # noqa: E402
-from engines.speakers import match_known_speakers  # noqa: E402
+from engines.diarization.speakers import match_known_speakers  # noqa: E402
 from tests.diarization_scoring import attribution, hypothesis, read_rttm  # noqa: E402
 from tests.helpers import DATA, shared  # noqa: E402
 

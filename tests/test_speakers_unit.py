@@ -7,8 +7,8 @@ import pytest
 
 pytest.importorskip("scipy")
 
-from engines.diarized import split_by_speaker  # noqa: E402
-from engines.speakers import SpeakerLabeler, SpeakerTimeline, SpeakerTurn, match_known_speakers, speaker_at  # noqa: E402
+from engines.diarization.transcriber import split_by_speaker  # noqa: E402
+from engines.diarization.speakers import SpeakerLabeler, SpeakerTimeline, SpeakerTurn, match_known_speakers, speaker_at  # noqa: E402
 from engines.types import Segment, Word  # noqa: E402
 
 
@@ -107,7 +107,7 @@ def test_closing_the_split_stream_closes_the_decoder():
 
 
 def test_a_local_speaker_holding_two_voices_is_split():
-    split_mixed_voices = pytest.importorskip("engines.diarize").split_mixed_voices
+    split_mixed_voices = pytest.importorskip("engines.diarization.pipeline").split_mixed_voices
     voice = np.zeros(100, dtype=int)  # which voice each frame is: 0 = X, 1 = Y
     voice[50:90] = 1
 

@@ -1,11 +1,11 @@
-"""Turn edges grown over adjoining sound (engines/turn_edges.py), on synthetic signals (no models)."""
+"""Turn edges grown over adjoining sound (engines/diarization/turn_edges.py), on synthetic signals (no models)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from engines.speakers import SpeakerTurn
-from engines.turn_edges import FRAME_S, extend_turn_edges, loud_frames
+from engines.diarization.speakers import SpeakerTurn
+from engines.diarization.turn_edges import FRAME_S, extend_turn_edges, loud_frames
 
 RATE = 16000
 

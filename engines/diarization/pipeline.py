@@ -36,10 +36,10 @@ with warnings.catch_warnings():
     from pyannote.audio.pipelines import SpeakerDiarization  # noqa: E402
 
 from engines.bundled import diarization_weights  # noqa: E402
-from engines.campplus import DIMENSION, FRAME_RATE, CamppEmbedding, fbank  # noqa: E402
+from engines.diarization.embeddings import DIMENSION, FRAME_RATE, CamppEmbedding, fbank  # noqa: E402
 from engines.errors import ModelUnavailableError  # noqa: E402
-from engines.speakers import SpeakerTurn, normalize  # noqa: E402
-from engines.turn_edges import extend_turn_edges, loud_frames, runs  # noqa: E402
+from engines.diarization.speakers import SpeakerTurn, normalize  # noqa: E402
+from engines.diarization.turn_edges import extend_turn_edges, loud_frames, runs  # noqa: E402
 from engines.types import DiarizerConfig  # noqa: E402
 
 log = logging.getLogger("oyez.diarize")

@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from engines.speakers import SpeakerTurn
+from engines.diarization.speakers import SpeakerTurn
 
 FRAME_S = 0.02
 BLOCK_FRAMES = 3000  # one minute

@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Iterable, Iterator
 
 from engines.audio import Audio
-from engines.speakers import SpeakerLabeler, SpeakerTimeline, SpeakerTurn, match_known_speakers
+from engines.diarization.speakers import SpeakerLabeler, SpeakerTimeline, SpeakerTurn, match_known_speakers
 from engines.types import Segment, TranscribeOptions, TranscriptionStream, Word
 
 log = logging.getLogger("oyez.diarize")
