@@ -15,8 +15,8 @@ import av
 import numpy as np
 
 from engines.errors import AudioDecodeError, AudioTooLongError
+from engines.types import SAMPLE_RATE
 
-SAMPLE_RATE = 16_000
 log = logging.getLogger("oyez.audio")
 
 
@@ -107,7 +107,7 @@ class SampleBlocks:
     def join(self) -> np.ndarray:
         """All samples as one array; the blocks are released as they are copied."""
         if len(self.blocks) == 1:
-            out = self.blocks.pop()[: self.total].copy()  # one small copy, so no 4 MiB tail stays allocated
+            out = self.blocks.pop()[: self.total].copy()  # one small copy, so no 64 MiB block stays allocated
             return out
         out = np.empty(self.total, dtype=np.float32)
         pos = 0

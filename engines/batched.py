@@ -30,9 +30,10 @@ from faster_whisper import BatchedInferencePipeline, WhisperModel
 from faster_whisper.transcribe import Segment as FwSegment
 from faster_whisper.vad import VadOptions, get_speech_timestamps
 
+from engines.types import SAMPLE_RATE
+
 log = logging.getLogger("oyez.batched")
 
-SAMPLE_RATE = 16_000
 COMPRESSION_RATIO_THRESHOLD = 2.4
 LOG_PROB_THRESHOLD = -1.0
 NO_SPEECH_THRESHOLD = 0.6

@@ -1,7 +1,8 @@
-"""Model registry: public model names -> weights -> loaded engines.
+"""Model registry: model names -> weights -> loaded engines, with their lifecycle.
 
-A request's model name is only ever a key into this registry: it becomes a file
-path or a download only when the operator configured it as one.
+The server gives the registry its catalogue of names (server/catalogue.py); a request's model
+name is only ever a key into it: it becomes a file path or a download only when the operator
+configured it as one.
 """
 
 from __future__ import annotations
@@ -12,24 +13,17 @@ import time
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator, Mapping
 
 from engines.bundled import bundled_names, bundled_path
+from engines.config import DiarizerConfig, WhisperConfig
+from engines.devices import auto_compute_type, resolve_device
 from engines.errors import ModelNotFoundError, ModelUnavailableError
-from engines.types import DiarizerConfig
+from engines.parallelism import plan
+from engines.types import Engine
 
 log = logging.getLogger("oyez.models")
-
-# OpenAI's public names for this endpoint. Each is served by local Whisper weights.
-PUBLIC_MODELS = (
-    "whisper-1",
-    "gpt-4o-transcribe",
-    "gpt-4o-mini-transcribe",
-    "gpt-4o-mini-transcribe-2025-12-15",
-)
-DIARIZE_MODEL = "gpt-4o-transcribe-diarize"
 
 # Sizes faster-whisper can download by name (mapped to Systran's repositories).
 _DOWNLOADABLE_SIZES = {
@@ -43,25 +37,43 @@ _DOWNLOADABLE_SIZES = {
 class ModelSpec:
     id: str
     weights: str  # a bundled name, a local directory, or a Hugging Face repo id
-    kind: str = "speech"  # "speech" or "diarize"
+    kind: str = "speech"  # "speech" or "diarize": which loader builds its engine
     created: int = 0
 
+    @property
+    def pool(self) -> str:
+        """The key of the engine that serves this name; names with the same weights and kind share one engine."""
+        return self.weights if self.kind == "speech" else f"{self.kind}:{self.weights}"
 
-@dataclass(frozen=True)
-class EngineConfig:
-    device: str = "auto"
-    compute_type: str = "auto"  # auto: int8 on CPU, float16 on CUDA
-    cpu_threads: int = 0
-    num_workers: int = 1
-    beam_size: int = 5
-    batch_size: int = 0  # >0: VAD chunks decoded in batches (engines/batched.py); 0: sequential
-    window_seconds: float = 300.0  # longer audio is transcribed in windows of about this length
+
+class EngineLease:
+    """One model name resolved once: its spec and pool, and its engine while leased (`acquire`/`release`)."""
+
+    def __init__(self, registry: ModelRegistry, spec: ModelSpec):
+        self.registry = registry
+        self.spec = spec
+        self.engine: Engine | None = None
+
+    @property
+    def pool(self) -> str:
+        return self.spec.pool
+
+    def acquire(self) -> Engine:
+        """Load if needed and lease the engine (blocking; call off the event loop)."""
+        if self.engine is None:
+            self.engine = self.registry.acquire_spec(self.spec)
+        return self.engine
+
+    def release(self) -> None:
+        if self.engine is not None:
+            self.engine = None
+            self.registry.release_pool(self.spec.pool)
 
 
 class _Resident:
     """A loaded engine and how it is being used."""
 
-    def __init__(self, engine: Any, name: str):
+    def __init__(self, engine: Engine, name: str):
         self.engine = engine
         self.name = name  # the model name that loaded it (for logs)
         self.in_use = 0
@@ -73,43 +85,32 @@ class ModelRegistry:
 
     Engines load lazily on first use (or from the preload list), one load per weights at a
     time under that weights' own lock, so loading one model never stalls requests to another.
-    A request holds a lease (`acquire`/`release`, or `lease()`) while it uses an engine; only
-    engines with no lease are unloaded: after `idle_seconds` without use, and least recently
-    used first when more than `max_loaded` are resident. Engines are anything with an optional
-    `close()`; `loaders` maps a model kind to the function that builds one, so other kinds
-    (diarization) plug in the same way.
+    A request resolves its model name once (`resolve` -> EngineLease) and holds the lease while
+    it uses the engine; only engines with no lease are unloaded: after `idle_seconds` without use,
+    and least recently used first when more than `max_loaded` are resident. `loaders` maps a model
+    kind to the function that builds its Engine, so other kinds (diarization) plug in the same way.
     """
 
     def __init__(
         self,
+        specs: Mapping[str, ModelSpec] = (),
         *,
-        default_weights: str = "base",
-        models: dict[str, str] | None = None,
-        cache_dir: Path,
-        allow_downloads: bool = False,
-        engine: EngineConfig = EngineConfig(),
+        whisper: WhisperConfig = WhisperConfig(),
+        diarization: DiarizerConfig = DiarizerConfig(),
         idle_seconds: float = 0.0,
         max_loaded: int = 0,
-        loaders: dict[str, Callable[[ModelSpec], Any]] | None = None,
-        diarizer: DiarizerConfig = DiarizerConfig(),
+        loaders: dict[str, Callable[[ModelSpec], Engine]] | None = None,
     ):
-        self.cache_dir = Path(cache_dir).expanduser()
-        self.allow_downloads = allow_downloads
-        self.engine_config = engine
+        self.whisper = whisper
+        self.diarization = diarization
+        self.cache_dir = Path(whisper.cache_dir).expanduser()
         self.idle_seconds = idle_seconds  # 0 = never unload for idleness
         self.max_loaded = max_loaded  # 0 = no cap
-        self.diarizer_config = diarizer
         self._diarizer = None
         self._diarizer_lock = threading.Lock()
         self._load_seconds: dict[str, float] = {}  # by pool, for the operator's metrics
-        created = int(time.time())
-        specs = {name: ModelSpec(name, default_weights, created=created) for name in PUBLIC_MODELS}
-        specs[DIARIZE_MODEL] = ModelSpec(DIARIZE_MODEL, default_weights, kind="diarize", created=created)
-        for name, weights in (models or {}).items():
-            kind = specs[name].kind if name in specs else "speech"
-            specs[name] = ModelSpec(name, weights, kind=kind, created=created)
-        self._specs = specs
-        self.loaders: dict[str, Callable[[ModelSpec], Any]] = {
+        self._specs = dict(specs)
+        self.loaders: dict[str, Callable[[ModelSpec], Engine]] = {
             "speech": self._load_whisper, "diarize": self._load_diarizing, **(loaders or {})
         }
         self._resident: OrderedDict[str, _Resident] = OrderedDict()  # least recently used first
@@ -126,9 +127,11 @@ class ModelRegistry:
             raise ModelNotFoundError(f"The model `{name}` does not exist or you do not have access to it.") from None
 
     def pool(self, name: str) -> str:
-        """The key of the engine that serves `name`; names with the same weights share one engine."""
-        spec = self.spec(name)
-        return spec.weights if spec.kind == "speech" else f"{spec.kind}:{spec.weights}"
+        return self.spec(name).pool
+
+    def resolve(self, name: str) -> EngineLease:
+        """Resolve `name` once into what a request needs: spec, pool and (once acquired) the engine."""
+        return EngineLease(self, self.spec(name))
 
     def is_loaded(self, name: str) -> bool:
         return name in self._specs and self.pool(name) in self._resident
@@ -145,22 +148,36 @@ class ModelRegistry:
         resident = self._resident.get(self.pool(name))
         return resident.in_use if resident else 0
 
-    def engine(self, name: str) -> Any:
+    def engine(self, name: str) -> Engine:
         """The loaded engine for a model name, loading it on first use (blocking; call off the event loop).
 
-        No lease is taken: the engine may be unloaded once idle. Requests use `acquire`/`lease`.
+        No lease is taken: the engine may be unloaded once idle. Requests hold an EngineLease.
         """
-        engine = self.acquire(name)
-        self.release(name)
+        spec = self.spec(name)
+        engine = self.acquire_spec(spec)
+        self.release_pool(spec.pool)
         return engine
 
-    def acquire(self, name: str) -> Any:
+    def acquire(self, name: str) -> Engine:
         """Load if needed and lease the engine for `name` (blocking; call off the event loop)."""
-        spec = self.spec(name)
+        return self.acquire_spec(self.spec(name))
+
+    def release(self, name: str) -> None:
+        self.release_pool(self.spec(name).pool)
+
+    @contextmanager
+    def lease(self, name: str) -> Iterator[Engine]:
+        lease = self.resolve(name)
+        try:
+            yield lease.acquire()
+        finally:
+            lease.release()
+
+    def acquire_spec(self, spec: ModelSpec) -> Engine:
         loader = self.loaders.get(spec.kind)
         if loader is None:
-            raise ModelUnavailableError(f"The model `{name}` is not available on this server.")
-        key = self.pool(name)
+            raise ModelUnavailableError(f"The model `{spec.id}` is not available on this server.")
+        key = spec.pool
         if (engine := self._lease(key)) is not None:
             return engine
         with self._guard:
@@ -172,29 +189,21 @@ class ModelRegistry:
             started = time.monotonic()
             engine = loader(spec)
             self._load_seconds[key] = time.monotonic() - started
-            log.info("loaded %s (%s) in %.2fs", name, spec.weights, self._load_seconds[key])
-            resident = _Resident(engine, name)
+            log.info("loaded %s (%s) in %.2fs", spec.id, spec.weights, self._load_seconds[key])
+            resident = _Resident(engine, spec.id)
             resident.in_use = 1
             with self._guard:
                 self._resident[key] = resident
         return engine
 
-    def release(self, name: str) -> None:
+    def release_pool(self, pool: str) -> None:
         with self._guard:
-            resident = self._resident.get(self.pool(name))
+            resident = self._resident.get(pool)
             if resident is not None and resident.in_use > 0:
                 resident.in_use -= 1
                 resident.last_used = time.monotonic()
 
-    @contextmanager
-    def lease(self, name: str) -> Iterator[Any]:
-        engine = self.acquire(name)
-        try:
-            yield engine
-        finally:
-            self.release(name)
-
-    def _lease(self, key: str) -> Any:
+    def _lease(self, key: str) -> Engine | None:
         with self._guard:
             resident = self._resident.get(key)
             if resident is None:
@@ -251,29 +260,33 @@ class ModelRegistry:
                             "Speaker diarization is not installed on this server "
                             f"(install the `diarize` extra: pip install 'oyez[diarize]'; {exc})."
                         ) from None
-                    self._diarizer = PyannoteDiarizer(self.diarizer_config)
+                    self._diarizer = PyannoteDiarizer(
+                        self.diarization, device=self.whisper.device, cache_dir=self.cache_dir,
+                        allow_downloads=self.whisper.allow_downloads,
+                    )
         return self._diarizer
 
-    def _load_diarizing(self, spec: ModelSpec) -> Any:
+    def _load_diarizing(self, spec: ModelSpec) -> Engine:
         """The diarize model: the diarization pipeline plus its own Whisper engine on the same weights."""
         from engines.diarization.transcriber import DiarizingTranscriber
 
         diarizer = self.diarizer()
-        return DiarizingTranscriber(self._load_whisper(spec), diarizer, self.diarizer_config.match_threshold)
+        return DiarizingTranscriber(self._load_whisper(spec), diarizer, self.diarization.match_threshold)
 
-    def _load_whisper(self, spec: ModelSpec) -> Any:
+    def _load_whisper(self, spec: ModelSpec) -> Engine:
         # faster-whisper is imported on first load only
         from engines.whisper import FasterWhisperEngine
 
-        cfg = self.engine_config
+        cfg = self.whisper
         device = resolve_device(cfg.device)
         compute_type = cfg.compute_type if cfg.compute_type != "auto" else auto_compute_type(device)
+        parallel = plan(device, cfg.num_workers, cfg.cpu_threads)
         engine = FasterWhisperEngine(
             self.resolve_weights(spec.weights),
             device=device,
             compute_type=compute_type,
-            cpu_threads=cfg.cpu_threads,
-            num_workers=cfg.num_workers,
+            cpu_threads=parallel.threads,
+            num_workers=parallel.replicas,
             beam_size=cfg.beam_size,
             batch_size=cfg.batch_size,
             window_seconds=cfg.window_seconds,
@@ -291,7 +304,7 @@ class ModelRegistry:
                 raise ModelUnavailableError(f"No CTranslate2 Whisper model (model.bin) in the configured directory {weights}.")
             return path
         if "/" in weights or weights in _DOWNLOADABLE_SIZES:
-            if not self.allow_downloads:
+            if not self.whisper.allow_downloads:
                 raise ModelUnavailableError(
                     f"The weights `{weights}` are not on this server and downloads are disabled "
                     "(set OYEZ_ALLOW_DOWNLOADS=true, or configure a local directory)."
@@ -300,50 +313,3 @@ class ModelRegistry:
 
             return Path(download_model(weights, cache_dir=str(self.cache_dir / "hub")))
         raise ModelUnavailableError(f"Unknown weights source `{weights}`.")
-
-
-# CTranslate2 4.x is built against CUDA 12: it links the CUDA runtime statically (so it counts GPUs on
-# any recent driver) but loads cuBLAS by this name at its first matrix product on the GPU.
-CTRANSLATE2_CUBLAS = "libcublas.so.12"
-
-
-@lru_cache(maxsize=1)
-def cuda_devices() -> int:
-    """GPUs CTranslate2 can actually compute on: counted, and only if the cuBLAS it needs loads."""
-    import ctranslate2
-
-    try:
-        count = ctranslate2.get_cuda_device_count()
-    except Exception:  # a CUDA runtime that cannot start counts as none
-        return 0
-    if count and not _loadable(CTRANSLATE2_CUBLAS):
-        log.warning(
-            "CTranslate2 sees %d GPU(s) but cannot load %s (CUDA 12's cuBLAS), so it could not transcribe on them; "
-            "device=auto uses the CPU. Install CUDA 12's cuBLAS (e.g. pip install nvidia-cublas-cu12 and put its lib "
-            "directory on LD_LIBRARY_PATH, or use an nvidia/cuda:12.x image) to use the GPU.",
-            count, CTRANSLATE2_CUBLAS,
-        )
-        return 0
-    return count
-
-
-def _loadable(library: str) -> bool:
-    import ctypes
-
-    try:
-        ctypes.CDLL(library)
-    except OSError:
-        return False
-    return True
-
-
-def resolve_device(device: str) -> str:
-    """`auto` is CUDA when CTranslate2 sees a GPU, else CPU."""
-    if device == "auto":
-        return "cuda" if cuda_devices() > 0 else "cpu"
-    return device
-
-
-def auto_compute_type(device: str) -> str:
-    """int8 on CPU, float16 on CUDA: the fastest types with no accuracy loss worth measuring on Whisper."""
-    return "float16" if resolve_device(device) == "cuda" else "int8"

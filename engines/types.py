@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Iterator, Literal
+from typing import TYPE_CHECKING, Iterator, Literal, Protocol
+
+if TYPE_CHECKING:
+    from engines.audio import Audio
 
 Task = Literal["transcribe", "translate"]
+
+SAMPLE_RATE = 16_000  # Hz: what every engine takes (Whisper, Silero VAD, pyannote, CAM++)
 
 
 @dataclass(frozen=True)
@@ -16,28 +20,6 @@ class VadParams:
     threshold: float = 0.5
     speech_pad_ms: int = 400
     min_silence_duration_ms: int = 2000
-
-
-@dataclass(frozen=True)
-class DiarizerConfig:
-    """How to build the diarization pipeline (engines/diarization/pipeline.py); see the README's settings."""
-
-    pipeline: str | None = None  # None = embedded (segmentation-3.0 + CAM++); else a pipeline dir or Hub id
-    hf_token: str | None = None
-    allow_downloads: bool = False
-    cache_dir: Path = Path("~/.cache/oyez")
-    device: str = "auto"
-    threads: int = 1  # torch CPU threads; 0 = torch's default (all cores)
-    # Embedded pipeline hyper-parameters, chosen on data (README, "Diarization").
-    clustering_threshold: float = 0.7
-    min_cluster_size: int = 12
-    segmentation_step: float = 0.1
-    # Cosine below which two stretches of one local speaker count as two voices (None = never split).
-    voice_split_threshold: float | None = 0.4
-    # How far a turn may grow over adjoining sound: 10 dB over the floor or out of the background (engines/diarization/turn_edges.py).
-    edge_extension_s: float = 0.5
-    # Cosine similarity a cluster needs with a known speaker's reference to take the name.
-    match_threshold: float = 0.5
 
 
 @dataclass(frozen=True, eq=False)
@@ -147,6 +129,13 @@ class TranscriptionStream:
         if close:
             close()
 
+    def relabelled(self, segments: Iterator[Segment]) -> TranscriptionStream:
+        """A stream of other segments (e.g. with speakers) that keeps reading this one's metadata.
+
+        Long audio updates `audio` as each window finishes, so the new stream must not copy it.
+        """
+        return _DerivedStream(segments, self)
+
     def collect(self) -> Transcript:
         return self.transcript(list(self))  # segments first: long audio updates `audio` as its windows finish
 
@@ -160,6 +149,36 @@ class TranscriptionStream:
             task=self.task,
             segments=segments,
         )
+
+
+class _DerivedStream(TranscriptionStream):
+    def __init__(self, segments: Iterator[Segment], source: TranscriptionStream):
+        self._source = source
+        super().__init__(
+            segments, language=source.language, language_probability=source.language_probability,
+            audio=source.audio, prompt_tokens=source.prompt_tokens, task=source.task,
+        )
+
+    @property
+    def audio(self) -> AudioInfo:
+        return self._source.audio
+
+    @audio.setter
+    def audio(self, value: AudioInfo) -> None:
+        self._source.audio = value
+
+
+class Engine(Protocol):
+    """What the registry hands out for a model name: a Whisper engine or the diarizing transcriber."""
+
+    def check(self, options: TranscribeOptions) -> None:
+        """Raise UnsupportedOptionError (engines/errors.py) for options this engine cannot honour."""
+
+    def transcribe(self, audio: Audio, options: TranscribeOptions) -> TranscriptionStream:
+        """Start decoding; segments come out of the stream as they are produced (blocking calls)."""
+
+    def close(self) -> None:
+        """Free the weights; called only when no request uses the engine."""
 
 
 @dataclass(frozen=True)

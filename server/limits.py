@@ -4,19 +4,18 @@
   no (or a lying) Content-Length is cut off at the limit with a 413 instead of spooling to disk,
   and gives the whole body a deadline, so a client that trickles its upload gets a 408 and
   frees its connection, spooled file and memory.
-- collect_within drives a non-streamed decode one segment at a time and stops it at a deadline
-  or when the client has gone away, so the worker thread is freed too.
+- check_content_length and check_upload_size refuse what is too large (413) or empty (400) as early
+  as the request allows.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from typing import BinaryIO
 
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from engines.types import Transcript, TranscriptionStream
 from server.errors import APIError
 
 MULTIPART_SLACK = 64 * 1024  # form framing and small fields around the file part
@@ -59,39 +58,27 @@ class BodyLimitMiddleware:
         await self.app(scope, limited_receive, send)
 
 
-class RequestTimeout(APIError):
-    def __init__(self, seconds: float):
-        super().__init__(
-            504, f"The transcription did not finish within the server's limit of {seconds:g} seconds.",
-            code="timeout", type="server_error",
-        )
+def check_content_length(headers, limit: int) -> None:
+    """Refuse an oversized upload from its Content-Length header, before reading the body."""
+    raw = headers.get("content-length")
+    if raw and raw.isdigit() and int(raw) > limit + MULTIPART_SLACK:
+        raise too_large(limit)
 
 
-async def collect_within(
-    start: Callable[[], TranscriptionStream],
-    timeout_s: float,
-    disconnected: Callable[[], Awaitable[bool]] | None = None,
-) -> Transcript | None:
-    """Decode to the end, one segment per worker-thread step; the stream is always closed.
+def check_upload_size(file: BinaryIO, size: int | None, limit: int) -> None:
+    """The uploaded file itself: not over the limit, not empty."""
+    if size is None:
+        position = file.tell()
+        size = file.seek(0, 2)
+        file.seek(position)
+    if size > limit:
+        raise too_large(limit)
+    if size == 0:
+        raise APIError(400, "The audio file is empty.", param="file", code="invalid_audio")
 
-    Returns None when the client went away (checked between segments). Past `timeout_s`
-    the decode stops at the next segment boundary and RequestTimeout is raised.
-    """
-    deadline = time.monotonic() + timeout_s
-    stream = await anyio.to_thread.run_sync(start)
-    segments = []
-    try:
-        iterator = iter(stream)
-        while True:
-            segment = await anyio.to_thread.run_sync(next, iterator, None)
-            if segment is None:
-                break
-            segments.append(segment)
-            if time.monotonic() > deadline:
-                raise RequestTimeout(timeout_s)
-            if disconnected is not None and await disconnected():
-                return None
-    finally:
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(stream.close)
-    return stream.transcript(segments)
+
+def too_large(limit: int) -> APIError:
+    return APIError(
+        413, f"The uploaded file is too large; the limit is {limit / (1024 * 1024):g} MB.",
+        param="file", code="request_too_large",
+    )

@@ -4,15 +4,12 @@ One Metrics object per app, on its own CollectorRegistry, so several apps in one
 never clash. Label values are bounded: `model` is only ever a configured model name (or
 "unknown"), `response_format` a validated format, `code` an error code the server itself chose.
 
-Queue and run figures are recorded through queue_entered / queue_left / observe_run, so that
-whatever admits requests (today a per-model semaphore in server/app.py) can call them.
+Queue and run figures are recorded through queue_entered / queue_left / observe_run, called by the
+transcription service (server/transcription.py) around the scheduler's admission and each run.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from prometheus_client import (
@@ -28,8 +25,6 @@ from prometheus_client.core import GaugeMetricFamily
 from starlette.responses import Response
 
 if TYPE_CHECKING:
-    import asyncio
-
     from engines.registry import ModelRegistry
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800)
@@ -78,28 +73,6 @@ class Metrics:
         self.audio_seconds.labels(model).inc(audio_s)
         if audio_s > 0:
             self.rtf.labels(model).observe(run_s / audio_s)
-
-    @asynccontextmanager
-    async def slot(self, semaphore: asyncio.Semaphore, model: str, info=None) -> AsyncIterator[None]:
-        """Wait for `semaphore` counted as queued, then hold it counted as running.
-
-        `info` (a request_log.RequestInfo) receives the queue wait for the request's log line.
-        """
-        self.queue_entered(model)
-        entered = time.monotonic()
-        try:
-            await semaphore.acquire()
-        finally:
-            waited = time.monotonic() - entered
-            self.queue_left(model, waited)
-            if info is not None:
-                info.queue_wait_s = waited
-        self.running.labels(model).inc()
-        try:
-            yield
-        finally:
-            self.running.labels(model).dec()
-            semaphore.release()
 
     def observe_response(self, endpoint: str, model: str, response_format: str, status: int, code: str | None) -> None:
         self.requests.labels(endpoint, model, response_format, str(status)).inc()

@@ -23,7 +23,6 @@ TRANSCRIPTION_FORMATS = ("json", "text", "srt", "verbose_json", "vtt", "diarized
 TRANSLATION_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
 GRANULARITIES = ("word", "segment")
 INCLUDES = ("logprobs",)
-MAX_SPEAKERS = 4
 
 # OpenAI's documented server_vad defaults.
 SERVER_VAD_DEFAULTS = VadParams(threshold=0.5, speech_pad_ms=300, min_silence_duration_ms=200)
@@ -50,8 +49,10 @@ class TranscriptionRequest:
     temperature: float = 0.0
     include_logprobs: bool = False
     granularities: frozenset[str] = frozenset({"segment"})
+    granularities_given: bool = False  # timestamp_granularities was sent (only verbose_json takes it)
     stream: bool = False
     chunking: Chunking = Chunking()
+    vad: bool | None = None  # Oyez's `vad` field: None = not sent (the server default or chunking_strategy)
     known_speaker_names: list[str] = field(default_factory=list)
     known_speaker_references: list[str] = field(default_factory=list)
 
@@ -144,8 +145,10 @@ def parse_transcription(form: FormData, task: Literal["transcribe", "translate"]
         temperature=temperature,
         include_logprobs="logprobs" in include,
         granularities=frozenset(granularities or ["segment"]),
+        granularities_given=bool(granularities),
         stream=_boolean("stream", f.text("stream")),
         chunking=_chunking(f),
+        vad=_optional_boolean("vad", f.text("vad")),
         known_speaker_names=names,
         known_speaker_references=references,
     )
@@ -172,6 +175,10 @@ def _boolean(name: str, raw: str | None) -> bool:
     if value in ("false", "0", "no", "off", "", "null", "none"):
         return False
     raise invalid(name, f"`{name}` must be true or false; got {raw!r}.")
+
+
+def _optional_boolean(name: str, raw: str | None) -> bool | None:
+    return None if raw is None or not raw.strip() else _boolean(name, raw)
 
 
 def _chunking(f: _Form) -> Chunking:

@@ -8,15 +8,11 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from engines.languages import language_name
 from engines.types import Segment, TokenLogprob, Transcript
+from server.catalogue import Capabilities
 
 # One audio token per 20 ms of audio fed to the encoder: Whisper's encoder emits one
 # position per 20 ms (1,500 for a 30 s window). Silence that VAD removed is not counted.
 AUDIO_TOKENS_PER_SECOND = 50
-
-
-def uses_token_usage(model: str) -> bool:
-    """OpenAI bills gpt-4o-* transcription by tokens and whisper-1 by duration; so do we report."""
-    return model.startswith("gpt-4o")
 
 
 def duration_usage(transcript: Transcript) -> dict:
@@ -36,8 +32,8 @@ def token_usage(transcript: Transcript) -> dict:
     }
 
 
-def usage_for(model: str, transcript: Transcript) -> dict:
-    return token_usage(transcript) if uses_token_usage(model) else duration_usage(transcript)
+def usage_for(capabilities: Capabilities, transcript: Transcript) -> dict:
+    return token_usage(transcript) if capabilities.billing == "tokens" else duration_usage(transcript)
 
 
 def logprobs_json(logprobs: list[TokenLogprob]) -> list[dict]:
@@ -47,15 +43,15 @@ def logprobs_json(logprobs: list[TokenLogprob]) -> list[dict]:
 def render(
     transcript: Transcript,
     *,
-    model: str,
+    capabilities: Capabilities,
     response_format: str,
     granularities: frozenset[str] = frozenset({"segment"}),
     include_logprobs: bool = False,
-    diarized: bool = False,
 ) -> Response:
-    text = speaker_text(transcript.segments) if diarized else transcript.text
+    """The response in `response_format`. Speaker names appear only where OpenAI documents them
+    (diarized_json) and as an extension in srt and vtt; json and text carry the plain transcript."""
     if response_format == "text":
-        return PlainTextResponse(text + "\n")
+        return PlainTextResponse(transcript.text + "\n")
     if response_format == "srt":
         return PlainTextResponse(to_srt(transcript.segments), media_type="application/x-subrip")
     if response_format == "vtt":
@@ -64,11 +60,10 @@ def render(
         return JSONResponse(verbose_json(transcript, granularities, include_logprobs))
     if response_format == "diarized_json":
         return JSONResponse(diarized_json(transcript))
-    body: dict = {"text": text}
+    body: dict = {"text": transcript.text}
     if include_logprobs:
         body["logprobs"] = logprobs_json(transcript.logprobs)
-    # OpenAI bills the diarize model by duration, like whisper-1.
-    body["usage"] = duration_usage(transcript) if diarized else usage_for(model, transcript)
+    body["usage"] = usage_for(capabilities, transcript)
     return JSONResponse(body)
 
 
@@ -82,23 +77,25 @@ def segment_id(index: int) -> str:
     return f"seg_{index + 1:03d}"
 
 
+def diarized_segment_json(segment: Segment, index: int) -> dict:
+    """One speaker segment: an item of diarized_json's `segments`, and the streamed segment event."""
+    return {
+        "type": "transcript.text.segment",
+        "id": segment_id(index),
+        "start": round(segment.start, 3),
+        "end": round(segment.end, 3),
+        "text": segment.text.strip(),
+        "speaker": segment.speaker,
+    }
+
+
 def diarized_json(transcript: Transcript) -> dict:
     segments = [s for s in transcript.segments if s.text.strip()]
     return {
         "task": "transcribe",
         "duration": round(transcript.audio.duration, 3),
         "text": speaker_text(segments),
-        "segments": [
-            {
-                "type": "transcript.text.segment",
-                "id": segment_id(i),
-                "start": round(s.start, 3),
-                "end": round(s.end, 3),
-                "text": s.text.strip(),
-                "speaker": s.speaker,
-            }
-            for i, s in enumerate(segments)
-        ],
+        "segments": [diarized_segment_json(s, i) for i, s in enumerate(segments)],
         "usage": duration_usage(transcript),
     }
 

@@ -1,6 +1,6 @@
 """Admission control: per engine pool, a fixed number of running jobs and a bounded queue.
 
-A request first asks for admission (`admit`): if the pool already has `max_concurrency`
+A request first asks for admission (`slot`, or `acquire`/`release`): if the pool already has `max_concurrency`
 jobs running and `max_queue` waiting, it is refused at once with OpenAI's 429 envelope
 and a `Retry-After` estimate; otherwise it holds a queue place until a run slot frees,
 then holds the slot until it is released. Waiting is first come, first served.

@@ -1,90 +1,202 @@
-"""Server settings, read from OYEZ_* environment variables (see the README's table)."""
+"""Server settings, nested by concern and read from OYEZ_* environment variables.
+
+Each group is one object passed as it is to what uses it: `whisper` and `diarization` are the
+engines' own config models (engines/config.py), `scheduler` and `limits` are read by the server.
+A nested value is set with a double underscore (`OYEZ_WHISPER__BEAM_SIZE=1`); every flat name
+documented before the nesting (`OYEZ_BEAM_SIZE`) still works, through FLAT_ALIASES.
+docs/configuration.md is generated from these classes (`python -m server.settings`), and a test
+checks it is current.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from engines.config import DiarizerConfig, WhisperConfig
+
+PREFIX = "OYEZ_"
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="OYEZ_", extra="ignore")
+class SchedulerSettings(BaseModel):
+    """Admission control and model lifecycle (server/scheduler.py, engines/registry.py)."""
 
-    host: str = "127.0.0.1"
-    port: int = 8000
-    log_level: str = "info"
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
-    # Models
-    default_weights: str = Field(
-        "base", description="Weights behind every public model name: bundled `base` or `tiny.en`, a directory, or a repo id."
-    )
-    models: dict[str, str] = Field(
-        default_factory=dict,
-        description='JSON object of extra or overridden model names -> weights, e.g. {"whisper-1": "/models/large-v3"}.',
-    )
-    preload: list[str] = Field(default_factory=lambda: ["whisper-1"], description="Model names loaded at start.")
-    allow_downloads: bool = Field(False, description="Allow Hugging Face downloads for configured repo ids.")
-    cache_dir: Path = Field(Path("~/.cache/oyez"), description="Joined bundled weights and downloads.")
-
-    # Engine
-    device: str = Field("auto", description="auto, cpu or cuda.")
-    compute_type: str = Field("auto", description="auto (int8 on CPU, float16 on CUDA) or any CTranslate2 type.")
-    cpu_threads: int = Field(0, description="Threads per model replica on CPU; 0 = the cores divided among replicas.")
-    num_workers: int = Field(
-        0, description="CTranslate2 replicas per loaded model (decodes at once inside it); 0 = auto (engines/parallelism.py)."
-    )
-    beam_size: int = 5
-
-    # Diarization (gpt-4o-transcribe-diarize; needs the `diarize` extra)
-    diarization_pipeline: str | None = Field(
-        None, description="None = embedded offline pipeline; or a pyannote pipeline directory / Hub id."
-    )
-    hf_token: str | None = Field(None, description="Hugging Face token for a Hub pipeline (with allow_downloads).")
-    diarization_threshold: float = Field(0.7, description="Clustering distance threshold of the embedded pipeline.")
-    diarization_min_cluster_size: int = Field(12, description="Smallest cluster (in embeddings) kept as a speaker.")
-    diarization_step: float = Field(0.1, description="Segmentation window step, as a fraction of its 10 s window.")
-    diarization_voice_split: float = Field(
-        0.4, ge=0, le=1, description="Cosine below which two stretches of one chunk's local speaker are split as "
-        "two voices (embedded pipeline; 0 = never split)."
-    )
-    diarization_edge_extension_seconds: float = Field(
-        0.5, ge=0, description="How far a speaker turn may grow over adjoining sound (engines/diarization/turn_edges.py; 0 = off)."
-    )
-    diarization_threads: int = Field(
-        1, description="torch CPU threads for diarization; 0 = torch's default. More than 1 thrashes when ASR shares the cores."
-    )
-    speaker_match_threshold: float = Field(
-        0.5, description="Cosine similarity a voice needs with a known speaker's reference to get that name."
-    )
-
-    # Scheduling and model lifecycle (server/scheduler.py, engines/registry.py)
     max_concurrency: int = Field(0, description="Requests decoding at once per loaded model; 0 = one per replica.")
     max_queue: int = Field(16, description="Requests waiting per loaded model; past it, 429 with Retry-After.")
     model_idle_seconds: float = Field(0.0, description="Unload a model unused this long; 0 = never.")
     max_loaded_models: int = Field(0, description="Most models resident at once (least recently used goes); 0 = no cap.")
-    batch_size: int = Field(
-        0, description="VAD chunks decoded per batch within a request (BatchedInferencePipeline); 0 = sequential."
-    )
-    window_seconds: float = Field(300.0, description="Audio longer than this is transcribed in windows of about this length.")
 
-    # Requests
-    vad_by_default: bool = Field(True, description="Voice-activity detection when the request sets no chunking_strategy.")
-    max_upload_mb: float = Field(25.0, description="Largest accepted upload (OpenAI's limit is 25 MB).")
-    max_audio_seconds: float = Field(4 * 3600.0, description="Longest accepted audio after decoding.")
-    sse_keepalive_seconds: float = Field(10.0, description="Keep-alive comment interval on streams with no text.")
 
-    # Production (security, limits, operations; see server/auth.py, server/limits.py, server/request_log.py)
-    api_keys: str = Field("", description="API keys, comma-separated or a JSON list; empty = no authentication.")
-    api_keys_file: Path | None = Field(None, description="File of API keys, one a line (# comments).")
+class LimitSettings(BaseModel):
+    """What one request may send and take (server/limits.py, server/known_speakers.py)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_upload_mb: float = Field(25.0, description="Largest accepted upload, 413 past it (OpenAI's limit is 25 MB).")
+    max_audio_seconds: float = Field(4 * 3600.0, description="Longest accepted audio after decoding (400 past it).")
     max_form_fields: int = Field(1000, description="Most form fields per request (400 past it).")
     max_speaker_references: int = Field(4, description="Most known_speaker_names / known_speaker_references.")
     max_reference_mb: float = Field(5.0, description="Largest decoded known_speaker_references audio, per reference.")
     body_timeout_seconds: float = Field(120.0, description="The whole upload must arrive within this (408 past it).")
-    request_timeout_seconds: float = Field(1800.0, description="Wall time of one non-streamed decode (504 past it).")
-    shutdown_timeout_seconds: float = Field(30.0, description="On SIGTERM, how long in-flight requests may finish.")
-    log_format: str = Field("text", description="text or json: one structured line per request either way.")
+    request_timeout_seconds: float = Field(
+        1800.0, description="Wall time of one decode, streamed or not: it stops at the next segment past it (504, or "
+        "an `error` event on a stream)."
+    )
 
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_reference_bytes(self) -> int:
+        return int(self.max_reference_mb * 1024 * 1024)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=PREFIX, env_nested_delimiter="__", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Address to bind (the Docker image sets 0.0.0.0).")
+    port: int = Field(8000, description="Port to bind.")
+    log_level: str = Field("info", description="debug, info, warning, error.")
+    log_format: str = Field(
+        "text", description="text or json (every line, uvicorn's too): one structured line per request either way."
+    )
+
+    # Models
+    models: dict[str, str] = Field(
+        default_factory=dict,
+        description='JSON object of extra or overridden model names -> weights, e.g. {"whisper-1": "/models/large-v3"}.',
+    )
+    preload: list[str] = Field(
+        default_factory=lambda: ["whisper-1"], description="Model names loaded at start; /ready answers 503 until they are."
+    )
+    whisper: WhisperConfig = Field(default_factory=WhisperConfig)
+    diarization: DiarizerConfig = Field(default_factory=DiarizerConfig)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+
+    # Requests
+    vad_by_default: bool = Field(
+        True, description="Voice-activity detection when the request sets neither chunking_strategy nor vad."
+    )
+    sse_keepalive_seconds: float = Field(10.0, description="Keep-alive comment interval on streams with no text.")
+    shutdown_timeout_seconds: float = Field(30.0, description="On SIGTERM, how long in-flight requests may finish.")
+
+    # Security (server/auth.py)
+    api_keys: str = Field("", description="API keys, comma-separated or a JSON list; empty = no authentication.")
+    api_keys_file: Path | None = Field(
+        None, description="File of API keys, one a line (# comments), added to OYEZ_API_KEYS. With no key at all the "
+        "server warns at start."
+    )
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
+        # Nested variables win over the flat aliases; both lose to explicit arguments.
+        return init_settings, env_settings, FlatAliasSource(settings_cls), dotenv_settings, file_secret_settings
+
+
+# The flat names documented before settings were nested, and where each now lives.
+FLAT_ALIASES: dict[str, tuple[str, str]] = {
+    "OYEZ_DEFAULT_WEIGHTS": ("whisper", "default_weights"),
+    "OYEZ_CACHE_DIR": ("whisper", "cache_dir"),
+    "OYEZ_ALLOW_DOWNLOADS": ("whisper", "allow_downloads"),
+    "OYEZ_DEVICE": ("whisper", "device"),
+    "OYEZ_COMPUTE_TYPE": ("whisper", "compute_type"),
+    "OYEZ_CPU_THREADS": ("whisper", "cpu_threads"),
+    "OYEZ_NUM_WORKERS": ("whisper", "num_workers"),
+    "OYEZ_BEAM_SIZE": ("whisper", "beam_size"),
+    "OYEZ_BATCH_SIZE": ("whisper", "batch_size"),
+    "OYEZ_WINDOW_SECONDS": ("whisper", "window_seconds"),
+    "OYEZ_DIARIZATION_PIPELINE": ("diarization", "pipeline"),
+    "OYEZ_HF_TOKEN": ("diarization", "hf_token"),
+    "OYEZ_DIARIZATION_THREADS": ("diarization", "threads"),
+    "OYEZ_DIARIZATION_THRESHOLD": ("diarization", "clustering_threshold"),
+    "OYEZ_DIARIZATION_MIN_CLUSTER_SIZE": ("diarization", "min_cluster_size"),
+    "OYEZ_DIARIZATION_STEP": ("diarization", "segmentation_step"),
+    "OYEZ_DIARIZATION_VOICE_SPLIT": ("diarization", "voice_split_threshold"),
+    "OYEZ_DIARIZATION_EDGE_EXTENSION_SECONDS": ("diarization", "edge_extension_s"),
+    "OYEZ_SPEAKER_MATCH_THRESHOLD": ("diarization", "match_threshold"),
+    "OYEZ_MAX_CONCURRENCY": ("scheduler", "max_concurrency"),
+    "OYEZ_MAX_QUEUE": ("scheduler", "max_queue"),
+    "OYEZ_MODEL_IDLE_SECONDS": ("scheduler", "model_idle_seconds"),
+    "OYEZ_MAX_LOADED_MODELS": ("scheduler", "max_loaded_models"),
+    "OYEZ_MAX_UPLOAD_MB": ("limits", "max_upload_mb"),
+    "OYEZ_MAX_AUDIO_SECONDS": ("limits", "max_audio_seconds"),
+    "OYEZ_MAX_FORM_FIELDS": ("limits", "max_form_fields"),
+    "OYEZ_MAX_SPEAKER_REFERENCES": ("limits", "max_speaker_references"),
+    "OYEZ_MAX_REFERENCE_MB": ("limits", "max_reference_mb"),
+    "OYEZ_BODY_TIMEOUT_SECONDS": ("limits", "body_timeout_seconds"),
+    "OYEZ_REQUEST_TIMEOUT_SECONDS": ("limits", "request_timeout_seconds"),
+}
+
+
+class FlatAliasSource(PydanticBaseSettingsSource):
+    """Reads the flat OYEZ_* names of FLAT_ALIASES into their nested places."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ reads the aliases directly
+
+    def __call__(self) -> dict[str, Any]:
+        out: dict[str, dict[str, Any]] = {}
+        environ = {k.upper(): v for k, v in os.environ.items()}
+        for name, (group, field) in FLAT_ALIASES.items():
+            if name in environ:
+                out.setdefault(group, {})[field] = environ[name]
+        return out
+
+
+CONFIGURATION_DOC_HEAD = """# Configuration
+
+Every setting is an environment variable (or a constructor argument of `server.settings.Settings`).
+Settings are nested by concern: `OYEZ_WHISPER__*` (the speech engine), `OYEZ_DIARIZATION__*`, `OYEZ_SCHEDULER__*`
+(admission and model lifecycle), `OYEZ_LIMITS__*` (what one request may send and take). A group can also be set
+at once as JSON, e.g. `OYEZ_WHISPER='{"beam_size": 1, "device": "cpu"}'`. The flat names documented before the
+nesting (second column) still work; when both are set, the nested name wins.
+
+This table is generated from the code (`python -m server.settings`) and a test checks it is current.
+
+"""
+
+
+def configuration_doc() -> str:
+    return CONFIGURATION_DOC_HEAD + configuration_table()
+
+
+def configuration_table() -> str:
+    """The Markdown table of every setting: variable, alias, default, meaning (docs/configuration.md)."""
+    aliases = {f"{group}.{field}": name for name, (group, field) in FLAT_ALIASES.items()}
+    rows = ["| variable | also read as | default | meaning |", "|---|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        group = field.annotation if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel) else None
+        if group is None:
+            rows.append(_row(f"{PREFIX}{name.upper()}", "", field))
+            continue
+        for sub, subfield in group.model_fields.items():
+            variable = f"{PREFIX}{name.upper()}__{sub.upper()}"
+            rows.append(_row(variable, aliases.get(f"{name}.{sub}", ""), subfield))
+    return "\n".join(rows) + "\n"
+
+
+def _row(variable: str, alias: str, field: FieldInfo) -> str:
+    default = field.default_factory() if field.default_factory is not None else field.default
+    if isinstance(default, (dict, list)):
+        shown = json.dumps(default)
+    elif default is None or default == "":
+        shown = "unset"
+    else:
+        shown = str(default)
+    alias_cell = f"`{alias}`" if alias else ""
+    description = (field.description or "").replace("|", "\\|")
+    return f"| `{variable}` | {alias_cell} | `{shown}` | {description} |"
+
+
+if __name__ == "__main__":
+    print(configuration_doc(), end="")

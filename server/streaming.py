@@ -1,20 +1,23 @@
 """OpenAI's transcription stream: `transcript.text.delta` events as segments decode, then `transcript.text.done`.
 
-Diarized segments (those with a speaker) also get a `transcript.text.segment`
-event, and their deltas carry its `segment_id`.
+The joined deltas always equal `done.text`, in every mode. With the diarize model and
+`response_format=diarized_json`, each speaker segment also gets a `transcript.text.segment`
+event (the item of diarized_json's `segments`), and its delta carries that `segment_id`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from contextlib import aclosing
 from typing import AsyncIterator, Awaitable, Callable
 
 import anyio
 from sse_starlette import EventSourceResponse
 
-from engines.types import Segment, TextJoiner, TranscriptionStream
-from server.render import logprobs_json, segment_id, speaker_text, token_usage
+from engines.types import Segment, TextJoiner, Transcript
+from server.decoding import Decoding
+from server.render import diarized_segment_json, logprobs_json, token_usage
 
 log = logging.getLogger("oyez.stream")
 
@@ -22,11 +25,12 @@ log = logging.getLogger("oyez.stream")
 class EventBuilder:
     """Builds the event payloads for one stream from the segments it is fed."""
 
-    def __init__(self, include_logprobs: bool):
+    def __init__(self, include_logprobs: bool, segment_events: bool = False):
         self.include_logprobs = include_logprobs
+        self.segment_events = segment_events  # diarized_json asked: speaker segments as their own events
         self.joiner = TextJoiner()
         self.segments: list[Segment] = []
-        self.diarized: list[Segment] = []  # segments with a speaker and text, numbered as in diarized_json
+        self.speaker_segments = 0  # numbered as in diarized_json
 
     def on_segment(self, segment: Segment) -> list[dict]:
         self.segments.append(segment)
@@ -35,25 +39,20 @@ class EventBuilder:
         delta: dict = {"type": "transcript.text.delta", "delta": piece}
         if self.include_logprobs:
             delta["logprobs"] = logprobs_json(segment.logprobs)
-        if segment.speaker is not None and segment.text.strip():
-            self.diarized.append(segment)
-            seg_id = segment_id(len(self.diarized) - 1)
-            delta["segment_id"] = seg_id
-            events.append({
-                "type": "transcript.text.segment", "id": seg_id, "start": round(segment.start, 3),
-                "end": round(segment.end, 3), "text": segment.text.strip(), "speaker": segment.speaker,
-            })
+        if self.segment_events and segment.speaker is not None and segment.text.strip():
+            event = diarized_segment_json(segment, self.speaker_segments)
+            self.speaker_segments += 1
+            delta["segment_id"] = event["id"]
+            events.append(event)
         if piece or not events:
             events.insert(0, delta)
         return events
 
-    def done(self, stream: TranscriptionStream) -> dict:
-        transcript = stream.transcript(self.segments)
-        # A diarized stream's final text is the `Speaker: text` lines of the non-streamed response.
-        text = speaker_text(self.diarized) if self.diarized else self.joiner.text
-        event: dict = {"type": "transcript.text.done", "text": text}
+    def done(self, transcript: Transcript) -> dict:
+        event: dict = {"type": "transcript.text.done", "text": self.joiner.text}
         if self.include_logprobs:
             event["logprobs"] = logprobs_json(transcript.logprobs)
+        # OpenAI's done event defines token usage only, whatever the model is billed by.
         event["usage"] = token_usage(transcript)
         return event
 
@@ -63,46 +62,20 @@ def sse_data(payload: dict) -> dict:
 
 
 async def stream_events(
-    start: Callable[[], TranscriptionStream],
-    include_logprobs: bool,
-    error_body: Callable[[Exception], dict],
+    decoding: Decoding, builder: EventBuilder, error_body: Callable[[Exception], dict]
 ) -> AsyncIterator[dict]:
-    """Drive decoding in a worker thread one segment at a time and yield SSE messages.
-
-    Each step runs one `next()` in a thread, so the event loop stays free. When the
-    client goes away, the task is cancelled at the step in flight; the decoder is
-    then closed, which stops faster-whisper before the next window.
-    """
-    stream: TranscriptionStream | None = None
-    builder = EventBuilder(include_logprobs)
-    produced = 0
-    finished = False
+    """SSE messages for one decode. When the client goes away the task is cancelled at the step in
+    flight and the driver closes the engine's stream; a failure once the stream has started is
+    reported in-band as an `error` event."""
     try:
-        stream = await anyio.to_thread.run_sync(start)
-        segments = iter(stream)
-        while True:
-            segment = await anyio.to_thread.run_sync(_next, segments)
-            if segment is None:
-                break
-            produced += 1
-            for event in builder.on_segment(segment):
-                yield sse_data(event)
-        finished = True
-        yield sse_data(builder.done(stream))
+        async with aclosing(decoding.segments()) as segments:
+            async for segment in segments:
+                for event in builder.on_segment(segment):
+                    yield sse_data(event)
+        yield sse_data(builder.done(decoding.transcript(builder.segments)))
     except Exception as exc:  # the stream has started: report in-band, then end it
-        log.exception("stream failed after %d segments", produced)
+        log.exception("stream failed after %d segments", decoding.produced)
         yield sse_data({"type": "error", **error_body(exc)})
-    finally:
-        if not finished:
-            log.info("stream ended early after %d segments; decoding stopped", produced)
-        if stream is not None:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(stream.close)
-
-
-
-def _next(iterator):
-    return next(iterator, None)
 
 
 class HeldEventSourceResponse(EventSourceResponse):

@@ -88,7 +88,9 @@ def test_chunking_strategy_is_taken_with_the_diarize_model(client, strategy):
     assert wer(stm_text(DATA / "diarization" / "sample.stm"), words) < 0.35
 
 
-def test_json_text_srt_and_vtt_carry_speakers(http):
+def test_json_and_text_are_plain_srt_and_vtt_carry_speakers(http):
+    """OpenAI: diarized_json is "required to receive speaker annotations"; json and text are the plain
+    transcript. srt and vtt keep speaker prefixes and voice spans, as an Oyez extension."""
     def post(fmt):
         with SAMPLE.open("rb") as fh:
             r = http.post("/v1/audio/transcriptions", files={"file": fh}, data={"model": MODEL, "response_format": fmt})
@@ -97,8 +99,8 @@ def test_json_text_srt_and_vtt_carry_speakers(http):
 
     body = post("json").json()
     assert set(body) == {"text", "usage"} and body["usage"]["type"] == "duration"
-    lines = body["text"].split("\n")
-    assert len(lines) >= 4 and all(line.split(": ", 1)[0] in {"A", "B"} for line in lines)
+    assert "\n" not in body["text"] and not body["text"].startswith(("A: ", "B: "))
+    assert wer(stm_text(DATA / "diarization" / "sample.stm"), body["text"]) < 0.35
     assert post("text").text == body["text"] + "\n"
     srt = post("srt").text
     assert "\nA: " in srt and "\nB: " in srt
@@ -121,7 +123,22 @@ def test_streaming_sends_segments_then_done(http):
     assert [s["id"] for s in segments] == [f"seg_{i:03d}" for i in range(1, len(segments) + 1)]
     assert {d["segment_id"] for d in deltas} == {s["id"] for s in segments}
     assert_timeline(segments, 30.0)
-    assert events[-1]["text"] == "\n".join(f"{s['speaker']}: {s['text']}" for s in segments)
+    assert events[-1]["text"] == "".join(d["delta"] for d in deltas)  # done.text is the joined deltas
+
+
+def test_streaming_without_diarized_json_sends_no_segment_events(http):
+    with SAMPLE.open("rb") as fh:
+        with http.stream(
+            "POST", "/v1/audio/transcriptions", files={"file": fh},
+            data={"model": MODEL, "response_format": "json", "stream": "true"},
+        ) as r:
+            assert r.status_code == 200
+            events = [json.loads(line[5:]) for line in r.iter_lines() if line.startswith("data:")]
+    kinds = {e["type"] for e in events}
+    assert kinds == {"transcript.text.delta", "transcript.text.done"}
+    deltas = [e["delta"] for e in events if e["type"] == "transcript.text.delta"]
+    assert events[-1]["text"] == "".join(deltas) and "segment_id" not in events[0]
+    assert wer(stm_text(DATA / "diarization" / "sample.stm"), events[-1]["text"]) < 0.35
 
 
 @pytest.mark.parametrize(

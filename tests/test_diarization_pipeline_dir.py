@@ -88,7 +88,7 @@ def test_settings_load_the_directory_with_pyannotes_loader(pipeline_dir):
     from server.settings import Settings
     from tests.diarization_scoring import hypothesis, read_rttm
 
-    diarizer = build_registry(Settings(diarization_pipeline=str(pipeline_dir))).diarizer()
+    diarizer = build_registry(Settings(diarization={"pipeline": str(pipeline_dir)})).diarizer()
     assert isinstance(diarizer.pipeline, SpeakerDiarization) and not isinstance(diarizer.pipeline, _CamppDiarization)
     result = diarizer.diarize(decode_audio(str(SAMPLE)).samples)
     assert len(result.speakers) == 2 and set(result.centroids) == set(result.speakers)

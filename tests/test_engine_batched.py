@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from engines.audio import Audio, decode_audio
-from engines.registry import ModelRegistry
+from engines.bundled import bundled_path
 from engines.types import TranscribeOptions
 from tests.helpers import DATA, assert_timeline, references, wer
 
@@ -18,7 +18,7 @@ REFS = references()
 
 @pytest.fixture(scope="module")
 def model_dir():
-    return ModelRegistry(cache_dir=Path("~/.cache/oyez").expanduser()).resolve_weights("base")
+    return bundled_path("base", Path("~/.cache/oyez").expanduser())
 
 
 @pytest.mark.parametrize("vad", [True, False], ids=["vad", "no-vad"])

@@ -8,7 +8,12 @@ import anyio
 import pytest
 
 from engines.types import AudioInfo, Segment, TranscriptionStream
-from server.limits import RequestTimeout, collect_within
+from server.decoding import Decoding, RequestTimeout
+
+
+def collect_within(start, timeout_s, gone=None):
+    """The JSON path's use of the stream driver."""
+    return Decoding(start, timeout_s, gone).collect()
 
 
 def seg(i: int) -> Segment:

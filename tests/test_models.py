@@ -8,8 +8,9 @@ import pytest
 
 from engines.bundled import join_split_model
 from engines.errors import ModelNotFoundError, ModelUnavailableError
-from engines.types import DiarizerConfig
-from engines.registry import PUBLIC_MODELS, ModelRegistry
+from engines.config import DiarizerConfig, WhisperConfig
+from engines.registry import ModelRegistry
+from server.catalogue import PUBLIC_MODELS, model_specs
 
 
 def make_parts(tmp_path, sizes=(1000, 777)):
@@ -66,8 +67,9 @@ def test_registry_names_and_sources(tmp_path):
     empty_dir = tmp_path / "empty"
     empty_dir.mkdir()
     reg = ModelRegistry(
-        cache_dir=tmp_path, models={"mine": str(empty_dir), "hub": "Systran/faster-whisper-small"},
-        diarizer=DiarizerConfig(pipeline="pyannote/speaker-diarization-community-1"),
+        model_specs("base", {"mine": str(empty_dir), "hub": "Systran/faster-whisper-small"}),
+        whisper=WhisperConfig(cache_dir=tmp_path),
+        diarization=DiarizerConfig(pipeline="pyannote/speaker-diarization-community-1"),
     )
     assert set(PUBLIC_MODELS) | {"gpt-4o-transcribe-diarize", "mine", "hub"} == set(reg.ids())
     for name in ["../etc", "/tmp", str(empty_dir), "base", "Systran/faster-whisper-small"]:

@@ -8,8 +8,9 @@ import time
 
 import pytest
 
-import engines.registry as registry_module
-from engines.registry import EngineConfig, ModelRegistry
+import engines.devices as devices_module
+from engines.config import WhisperConfig
+from engines.registry import ModelRegistry, ModelSpec
 
 
 class FakeEngine:
@@ -23,7 +24,8 @@ class FakeEngine:
 
 def make(tmp_path, loader, **kw) -> ModelRegistry:
     models = {"a": "/w/a", "b": "/w/b", "c": "/w/c", "a-too": "/w/a"}
-    return ModelRegistry(cache_dir=tmp_path, models=models, loaders={"speech": loader}, **kw)
+    specs = {name: ModelSpec(name, weights) for name, weights in models.items()}
+    return ModelRegistry(specs, whisper=WhisperConfig(cache_dir=tmp_path), loaders={"speech": loader}, **kw)
 
 
 def test_lazy_load_shared_weights_and_idle_unload(tmp_path):
@@ -113,13 +115,13 @@ def test_failed_load_leaves_nothing_resident(tmp_path):
 
 
 def test_auto_device_picks_cuda_and_float16_when_a_gpu_is_seen(monkeypatch):
-    monkeypatch.setattr(registry_module, "cuda_devices", lambda: 1)
-    assert registry_module.resolve_device("auto") == "cuda"
-    assert registry_module.auto_compute_type("auto") == "float16"
-    assert registry_module.resolve_device("cpu") == "cpu"
-    monkeypatch.setattr(registry_module, "cuda_devices", lambda: 0)
-    assert registry_module.resolve_device("auto") == "cpu"
-    assert registry_module.auto_compute_type("auto") == "int8"
+    monkeypatch.setattr(devices_module, "cuda_devices", lambda: 1)
+    assert devices_module.resolve_device("auto") == "cuda"
+    assert devices_module.auto_compute_type("auto") == "float16"
+    assert devices_module.resolve_device("cpu") == "cpu"
+    monkeypatch.setattr(devices_module, "cuda_devices", lambda: 0)
+    assert devices_module.resolve_device("auto") == "cpu"
+    assert devices_module.auto_compute_type("auto") == "int8"
 
 
 def test_a_gpu_ctranslate2_cannot_compute_on_counts_as_none(monkeypatch, caplog):
@@ -128,22 +130,22 @@ def test_a_gpu_ctranslate2_cannot_compute_on_counts_as_none(monkeypatch, caplog)
     request then failed. Such a GPU now counts as none, with a warning, and the CPU serves."""
     import ctranslate2
 
-    probe = registry_module.cuda_devices  # cached: the probe runs (and warns) once per process
+    probe = devices_module.cuda_devices  # cached: the probe runs (and warns) once per process
     monkeypatch.setattr(ctranslate2, "get_cuda_device_count", lambda: 1)
-    monkeypatch.setattr(registry_module, "_loadable", lambda library: False)
+    monkeypatch.setattr(devices_module, "_loadable", lambda library: False)
     probe.cache_clear()
     try:
         with caplog.at_level("WARNING", logger="oyez.models"):
             assert probe() == 0
-            assert registry_module.resolve_device("auto") == "cpu"
+            assert devices_module.resolve_device("auto") == "cpu"
         assert "libcublas.so.12" in caplog.text
-        monkeypatch.setattr(registry_module, "_loadable", lambda library: library == "libcublas.so.12")
+        monkeypatch.setattr(devices_module, "_loadable", lambda library: library == "libcublas.so.12")
         probe.cache_clear()
-        assert probe() == 1 and registry_module.resolve_device("auto") == "cuda"
+        assert probe() == 1 and devices_module.resolve_device("auto") == "cuda"
     finally:
         monkeypatch.undo()
         probe.cache_clear()
-    assert not registry_module._loadable("libno-such-library.so.1")
+    assert not devices_module._loadable("libno-such-library.so.1")
 
 
 def test_whisper_loader_passes_cuda_choices_to_the_engine(tmp_path, monkeypatch):
@@ -157,12 +159,12 @@ def test_whisper_loader_passes_cuda_choices_to_the_engine(tmp_path, monkeypatch)
             seen.update(kwargs, model_dir=model_dir)
             self.device, self.compute_type = kwargs["device"], kwargs["compute_type"]
 
-    monkeypatch.setattr(registry_module, "cuda_devices", lambda: 1)
+    monkeypatch.setattr(devices_module, "cuda_devices", lambda: 1)
     monkeypatch.setattr(whisper_module, "FasterWhisperEngine", Recorder)
     model_dir = tmp_path / "m"
     model_dir.mkdir()
     (model_dir / "model.bin").write_bytes(b"x")
-    reg = ModelRegistry(cache_dir=tmp_path, models={"x": str(model_dir)}, engine=EngineConfig(batch_size=8))
+    reg = ModelRegistry({"x": ModelSpec("x", str(model_dir))}, whisper=WhisperConfig(cache_dir=tmp_path, batch_size=8))
     reg.engine("x")
     assert (seen["device"], seen["compute_type"], seen["batch_size"]) == ("cuda", "float16", 8)
     assert seen["model_dir"] == model_dir

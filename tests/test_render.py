@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from engines.types import AudioInfo, Segment, TokenLogprob, Transcript, Word
+from server.catalogue import capabilities_of
 from server.render import render, to_srt, to_vtt, token_usage, duration_usage
 from tests.helpers import parse_srt, parse_vtt
 
@@ -45,21 +46,21 @@ def test_srt_and_vtt_timestamps_past_an_hour():
 def test_empty_transcript_formats():
     empty = Transcript("en", 1.0, AudioInfo(4.0, 0.0), 0, "transcribe", [])
     assert to_srt([]) == "" and to_vtt([]) == "WEBVTT\n\n"
-    assert json.loads(render(empty, model="whisper-1", response_format="json").body) == {
+    assert json.loads(render(empty, capabilities=capabilities_of("whisper-1"), response_format="json").body) == {
         "text": "", "usage": {"type": "duration", "seconds": 4}}
 
 
 def test_verbose_json_granularities():
-    body = json.loads(render(transcript(), model="whisper-1", response_format="verbose_json",
+    body = json.loads(render(transcript(), capabilities=capabilities_of("whisper-1"), response_format="verbose_json",
                              granularities=frozenset({"word"})).body)
     assert "segments" not in body and body["words"][0] == {"word": "The beach was popular.", "start": 0.0, "end": 3.32}
     assert body["language"] == "english" and body["task"] == "transcribe" and body["usage"]["seconds"] == 9
-    body = json.loads(render(transcript(), model="whisper-1", response_format="verbose_json").body)
+    body = json.loads(render(transcript(), capabilities=capabilities_of("whisper-1"), response_format="verbose_json").body)
     assert "words" not in body and set(body["segments"][0]) == {
         "id", "seek", "start", "end", "text", "tokens", "temperature", "avg_logprob", "compression_ratio", "no_speech_prob"}
 
 
 def test_json_with_logprobs_for_gpt4o():
-    body = json.loads(render(transcript(), model="gpt-4o-transcribe", response_format="json", include_logprobs=True).body)
+    body = json.loads(render(transcript(), capabilities=capabilities_of("gpt-4o-transcribe"), response_format="json", include_logprobs=True).body)
     assert list(body) == ["text", "logprobs", "usage"] and body["usage"]["type"] == "tokens"
     assert body["logprobs"][0]["bytes"] == list(" The beach was popular.".encode())

@@ -9,6 +9,7 @@ import pytest
 
 from engines.errors import AudioDecodeError
 from engines.types import AudioInfo, Segment, TokenLogprob, TranscriptionStream
+from server.decoding import Decoding
 from server.errors import error_body
 from server.streaming import EventBuilder, stream_events
 
@@ -31,12 +32,13 @@ def fake_stream(segments, fail_after=None):
 
 def collect(start, include_logprobs=False):
     async def run():
-        return [json.loads(m["data"]) async for m in stream_events(start, include_logprobs, error_body)]
+        events = stream_events(Decoding(start, 60.0), EventBuilder(include_logprobs), error_body)
+        return [json.loads(m["data"]) async for m in events]
     return anyio.run(run)
 
 
 def test_diarized_segments_get_segment_events_and_ids():
-    builder = EventBuilder(include_logprobs=False)
+    builder = EventBuilder(include_logprobs=False, segment_events=True)  # response_format=diarized_json
     events = builder.on_segment(seg(0, " Thanks for calling.", "agent")) + builder.on_segment(seg(1, " Hi there.", "A"))
     assert [e["type"] for e in events] == ["transcript.text.delta", "transcript.text.segment"] * 2
     assert events[0] == {"type": "transcript.text.delta", "delta": "Thanks for calling.", "segment_id": "seg_001"}
@@ -83,7 +85,7 @@ def test_closing_stops_the_source(n):
                                  prompt_tokens=0, task="transcribe")
 
     async def run():
-        agen = stream_events(lambda: stream, False, error_body)
+        agen = stream_events(Decoding(lambda: stream, 60.0), EventBuilder(False), error_body)
         for _ in range(n + 1):
             await agen.__anext__()
         await agen.aclose()

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 import torchaudio.compliance.kaldi as kaldi
 from pyannote.audio.core.model import Model
 
-SAMPLE_RATE = 16000
+from engines.types import SAMPLE_RATE
+
 DIMENSION = 192
 # Fewer selected fbank frames than this (0.2 s) carry no usable voice: the embedding is NaN,
 # which pyannote's clustering skips.

@@ -40,11 +40,11 @@ from engines.diarization.embeddings import DIMENSION, FRAME_RATE, CamppEmbedding
 from engines.errors import ModelUnavailableError  # noqa: E402
 from engines.diarization.speakers import SpeakerTurn, normalize  # noqa: E402
 from engines.diarization.turn_edges import extend_turn_edges, loud_frames, runs  # noqa: E402
-from engines.types import DiarizerConfig  # noqa: E402
+from engines.config import DiarizerConfig  # noqa: E402
+from engines.types import SAMPLE_RATE  # noqa: E402
 
 log = logging.getLogger("oyez.diarize")
 
-SAMPLE_RATE = 16000
 
 
 @dataclass(frozen=True)
@@ -235,13 +235,14 @@ class _BlockFeatures:
 class PyannoteDiarizer:
     """A loaded diarization pipeline. `diarize` and `embed` are serialised by a lock."""
 
-    def __init__(self, config: DiarizerConfig = DiarizerConfig()):
+    def __init__(self, config: DiarizerConfig = DiarizerConfig(), *, device: str = "auto",
+                 cache_dir: Path = Path("~/.cache/oyez"), allow_downloads: bool = False):
         started = time.monotonic()
         self.config = config
         if config.threads > 0:
             torch.set_num_threads(config.threads)
-        self.device = _torch_device(config.device)
-        self.pipeline = self._load(config)
+        self.device = _torch_device(device)
+        self.pipeline = self._load(config, cache_dir, allow_downloads)
         self.pipeline.to(self.device)
         self._lock = threading.Lock()
         log.info(
@@ -250,7 +251,7 @@ class PyannoteDiarizer:
         )
 
     @staticmethod
-    def _load(config: DiarizerConfig) -> SpeakerDiarization:
+    def _load(config: DiarizerConfig, cache_dir: Path, allow_downloads: bool) -> SpeakerDiarization:
         if config.pipeline is None:
             weights = diarization_weights()
             with warnings.catch_warnings():
@@ -262,7 +263,7 @@ class PyannoteDiarizer:
                 embedding=CamppEmbedding(str(weights.embedding)),
                 plda=_NoPLDA(),
                 clustering="AgglomerativeClustering",
-                voice_split_threshold=config.voice_split_threshold,
+                voice_split_threshold=config.voice_split_threshold or None,
                 embedding_batch_size=32,
                 segmentation_batch_size=32,
             )
@@ -276,7 +277,7 @@ class PyannoteDiarizer:
             })
             return pipeline
         source = config.pipeline
-        if not Path(source).expanduser().is_dir() and not config.allow_downloads:
+        if not Path(source).expanduser().is_dir() and not allow_downloads:
             raise ModelUnavailableError(
                 f"The diarization pipeline `{source}` is not a local directory and downloads are disabled "
                 "(set OYEZ_ALLOW_DOWNLOADS=true and OYEZ_HF_TOKEN, or point OYEZ_DIARIZATION_PIPELINE at a directory)."
@@ -284,7 +285,7 @@ class PyannoteDiarizer:
         pipeline = Pipeline.from_pretrained(
             str(Path(source).expanduser()) if Path(source).expanduser().is_dir() else source,
             token=config.hf_token,
-            cache_dir=str(Path(config.cache_dir).expanduser() / "hub"),
+            cache_dir=str(Path(cache_dir).expanduser() / "hub"),
         )
         if pipeline is None or not isinstance(pipeline, SpeakerDiarization):
             raise ModelUnavailableError(f"`{source}` is not a pyannote speaker-diarization pipeline.")

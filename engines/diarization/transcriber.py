@@ -43,14 +43,8 @@ class DiarizingTranscriber:
             {name: label for label, name in known.items()} or "none",
         )
         inner = self.asr.transcribe(audio, replace(options, word_timestamps=True))
-        return TranscriptionStream(
-            split_by_speaker(inner, diarization.turns, SpeakerLabeler(known)),
-            language=inner.language,
-            language_probability=inner.language_probability,
-            audio=inner.audio,
-            prompt_tokens=inner.prompt_tokens,
-            task=inner.task,
-        )
+        # relabelled, not rebuilt: long audio updates the inner stream's usage window by window.
+        return inner.relabelled(split_by_speaker(inner, diarization.turns, SpeakerLabeler(known)))
 
 
 def split_by_speaker(

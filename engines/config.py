@@ -1,0 +1,75 @@
+"""How the engines are built: one config object per engine family, passed in as it is.
+
+The server nests these in its settings (`Settings.whisper`, `Settings.diarization`), so a value is
+declared once, here, with its default and its meaning; nothing copies it field by field. Pydantic
+models, so the server's settings loader can fill them from the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class WhisperConfig(BaseModel):
+    """Whisper weights and how CTranslate2 runs them (engines/whisper.py, engines/registry.py)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    default_weights: str = Field(
+        "base", description="Weights behind every public model name: bundled `base` or `tiny.en`, a directory, or a repo id."
+    )
+    cache_dir: Path = Field(Path("~/.cache/oyez"), description="Joined bundled weights and downloads.")
+    allow_downloads: bool = Field(
+        False, description="Allow Hugging Face downloads for configured repo ids (and a Hub diarization pipeline)."
+    )
+    device: str = Field(
+        "auto", description="auto, cpu or cuda. `auto` is CUDA for speech only when CTranslate2 can load CUDA 12's cuBLAS "
+        "(libcublas.so.12), and for diarization when torch sees a GPU; `cpu`/`cuda` set both."
+    )
+    compute_type: str = Field("auto", description="auto (int8 on CPU, float16 on CUDA) or any CTranslate2 type.")
+    cpu_threads: int = Field(0, description="Threads per model replica on CPU; 0 = the cores divided among replicas.")
+    num_workers: int = Field(
+        0, description="CTranslate2 replicas per loaded model (decodes at once inside it); 0 = auto (engines/parallelism.py)."
+    )
+    beam_size: int = Field(5, description="Beam width of the decoder.")
+    batch_size: int = Field(
+        0, description="VAD chunks decoded per batch within a request (BatchedInferencePipeline); 0 = sequential."
+    )
+    window_seconds: float = Field(
+        300.0, description="Audio longer than 1.25 x this is transcribed in windows of about this length, cut at quiet "
+        "points, so memory stays bounded; 0 = never."
+    )
+
+
+class DiarizerConfig(BaseModel):
+    """How to build the diarization pipeline (engines/diarization/pipeline.py).
+
+    The embedded pipeline's hyper-parameters were chosen on data: see docs/diarization.md.
+    Where the pipeline runs (device) and where downloads go come from WhisperConfig.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    pipeline: str | None = Field(
+        None, description="None = embedded offline pipeline (segmentation-3.0 + CAM++); or a pyannote pipeline directory / Hub id."
+    )
+    hf_token: str | None = Field(None, description="Hugging Face token for a Hub pipeline (with allow_downloads).")
+    threads: int = Field(
+        1, description="torch CPU threads for diarization; 0 = torch's default. More than 1 thrashes when ASR shares the cores."
+    )
+    clustering_threshold: float = Field(0.7, description="Clustering distance threshold of the embedded pipeline.")
+    min_cluster_size: int = Field(12, description="Smallest cluster (in window embeddings) kept as a speaker.")
+    segmentation_step: float = Field(0.1, description="Segmentation window step, as a fraction of its 10 s window.")
+    voice_split_threshold: float = Field(
+        0.4, ge=0, le=1, description="Cosine below which two stretches of one chunk's local speaker are split as "
+        "two voices (embedded pipeline; 0 = never split)."
+    )
+    edge_extension_s: float = Field(
+        0.5, ge=0, description="How far a speaker turn may grow over adjoining sound: 10 dB over the floor, or 4 robust "
+        "sigmas over the background where nobody speaks (engines/diarization/turn_edges.py; 0 = off)."
+    )
+    match_threshold: float = Field(
+        0.5, description="Cosine similarity a voice needs with a known speaker's reference to get that name."
+    )
