@@ -25,6 +25,7 @@ from server.metrics import Metrics
 from server.params import TranscriptionRequest, parse_transcription
 from server.render import render
 from server.request_log import RequestLogMiddleware, request_info
+from server.routers import playground
 from server.scheduler import Scheduler
 from server.settings import Settings
 from server.streaming import HeldEventSourceResponse, stream_events
@@ -75,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # the event loop keeps answering) and up to `max_queue` wait; past that, 429.
     scheduler = Scheduler(parallelism(settings).concurrency, settings.max_queue)
     app.state.scheduler = scheduler
+    app.include_router(playground.router)
 
     @app.get("/health")
     async def health():

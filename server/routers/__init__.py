@@ -1,0 +1,1 @@
+"""Route modules, each exposing `router = fastapi.APIRouter()`; create_app includes them."""
