@@ -111,10 +111,10 @@ def segments(ui) -> list[dict]:
     )
 
 
-def screenshot(ui, name: str):
+def screenshot(ui, name: str, section: str):
     if SCREENSHOTS:
         Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
-        ui.page.screenshot(path=str(Path(SCREENSHOTS) / name), full_page=True)
+        ui.page.locator(f"section[aria-labelledby={section}]").screenshot(path=str(Path(SCREENSHOTS) / name))
 
 
 def test_page_loads_with_no_error_and_no_outside_request(ui):
@@ -206,8 +206,25 @@ def test_a_known_speaker_gets_her_name(ui):
         if s["speaker"] == "sonja":
             mid = (s["start"] + s["end"]) / 2
             assert any(a - 0.5 <= mid <= b + 0.5 for a, b in hers), s
-    ui.page.evaluate("window.scrollTo(0, 0)")
-    screenshot(ui, "playground-speakers.png")
+    screenshot(ui, "playground-speakers.png", "file-heading")
+    assert ui.errors == [] and ui.outside == []
+
+
+def test_a_known_speaker_recorded_from_the_microphone(ui):
+    """The clip recorded in the page (24 kHz PCM16 from the AudioWorklet, as WAV) names its voice."""
+    ui.open("/")
+    wait_models(ui)
+    ui.testid("model-select").select_option(DIARIZE)
+    ui.page.click("#speaker-record")
+    ui.page.wait_for_selector("#speaker-record:has-text('Recorded')", timeout=20_000)
+    ui.testid("speaker-name").fill("jfk")
+    ui.testid("speaker-add").click()
+    listed = ui.page.inner_text("#speaker-list li")
+    seconds = float(re.search(r"jfk \(([\d.]+) s\)", listed).group(1))
+    assert 5.5 <= seconds <= 6.5, listed
+    transcribe(ui, DATA / "jfk.wav", DIARIZE)
+    segs = segments(ui)
+    assert segs and {s["speaker"] for s in segs} == {"jfk"}, segs
     assert ui.errors == [] and ui.outside == []
 
 
@@ -223,17 +240,17 @@ def test_live_captions_from_the_microphone(ui):
     assert ui.testid("error").is_hidden(), ui.testid("error").inner_text()
     agreed = ui.page.inner_text("[data-testid=live-transcript] .agreed")
     assert wer(JFK, agreed) < 0.35, agreed
-    screenshot(ui, "playground-live.png")
+    screenshot(ui, "playground-live.png", "live-heading")
     # A browser without a realtime endpoint logs the failed WebSocket; nothing else may reach the console.
     assert [e for e in ui.errors if "WebSocket" not in e] == [] and ui.outside == []
 
 
 @pytest.fixture(scope="module")
 def keyed_server(tmp_path_factory):
-    """A second, small server: API keys required, uploads capped at 0.1 MB, nothing preloaded."""
+    """A second, small server: API keys required, uploads capped at 0.25 MB, nothing preloaded."""
     log = tmp_path_factory.mktemp("keyed") / "server.log"
     proc, url = start_server(
-        {"OYEZ_API_KEYS": "sk-play-1", "OYEZ_MAX_UPLOAD_MB": "0.1", "OYEZ_PRELOAD": "[]"}, log
+        {"OYEZ_API_KEYS": "sk-play-1", "OYEZ_MAX_UPLOAD_MB": "0.25", "OYEZ_PRELOAD": "[]"}, log
     )
     yield url
     stop_server(proc)
@@ -261,7 +278,7 @@ def test_401_and_413_show_the_servers_message(browser, keyed_server):
         ui.testid("file-input").set_input_files(str(DATA / "jfk.wav"))
         ui.testid("transcribe").click()
         page.wait_for_selector("[data-testid=error]:not([hidden])")
-        assert re.search(r"too large.*limit is 0\.1 MB", error.inner_text()), error.inner_text()
+        assert re.search(r"too large; the limit is 0\.25 MB", error.inner_text()), error.inner_text()
         assert ui.outside == []
     finally:
         ui.close()

@@ -66,7 +66,7 @@ async function errorMessage(response) {
       return `This server needs an API key: enter it in the API key field at the top and choose “Use key”. ` +
         `The server said: ${message}`;
     case 413:
-      return `The file is too large for this server. ${message}`;
+      return /too large/i.test(message) ? message : `The file is too large for this server: ${message}`;
     case 429: {
       const wait = response.headers.get('Retry-After');
       const when = wait ? ` Try again in ${wait} second${wait === '1' ? '' : 's'}.` : ' Try again shortly.';
@@ -556,7 +556,7 @@ function openRealtime(model, onEvent) {
     let ws;
     try {
       // Browsers cannot set headers on a WebSocket: the key travels as a subprotocol, as OpenAI's SDK does.
-      ws = new WebSocket(realtimeUrl(), apiKey ? ['realtime', `openai-insecure-api-key.${apiKey}`] : []);
+      ws = new WebSocket(realtimeUrl(), apiKey ? ['realtime', `openai-insecure-api-key.${apiKey}`] : ['realtime']);
     } catch (_) {
       resolve(null);
       return;
@@ -726,7 +726,8 @@ async function stopLive() {
     } else if (samplesIn(session.chunks) > 24000 / 4) {
       await transcribeRecording(session);
     }
-    ui.liveStatus.textContent = 'Stopped.';
+    ui.liveStatus.textContent = session.ws ? 'Stopped.'
+      : 'Stopped. This server has no live endpoint, so the recording was transcribed when you stopped.';
   } catch (err) {
     ui.liveStatus.textContent = '';
     report(err);
