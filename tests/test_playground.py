@@ -72,8 +72,7 @@ class Page:
             route.abort()
 
     def open(self, path: str = "/"):
-        self.page.goto(self.base + path)
-        return self.page
+        return self.page.goto(self.base + path)
 
     def testid(self, name: str):
         return self.page.get_by_test_id(name)
@@ -118,7 +117,8 @@ def screenshot(ui, name: str, section: str):
 
 
 def test_page_loads_with_no_error_and_no_outside_request(ui):
-    page = ui.open("/")
+    ui.open("/")
+    page = ui.page
     wait_models(ui)
     assert ui.testid("error").is_hidden()
     ids = ui.testid("model-select").locator("option").evaluate_all("os => os.map(o => o.value)")
@@ -135,10 +135,23 @@ def test_page_loads_with_no_error_and_no_outside_request(ui):
     # Phone width: nothing wider than the screen.
     page.set_viewport_size({"width": 390, "height": 844})
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
-    # /playground is the same page.
-    ui.open("/playground")
+    # Everything the page loaded (its files and the model list) is small.
+    loaded = page.evaluate("performance.getEntriesByType('resource').reduce((n, e) => n + e.decodedBodySize, 0)")
+    assert 0 < loaded + len(page.content()) < 300_000
+    # /playground is the same page, with a policy that forbids any other origin.
+    response = ui.open("/playground")
+    assert "default-src 'self'" in response.headers["content-security-policy"]
     wait_models(ui)
     assert ui.errors == [] and ui.outside == []
+
+
+def test_playground_files_are_served_and_others_are_not(http):
+    for name, kind in [("app.js", "text/javascript"), ("style.css", "text/css"), ("pcm-worklet.js", "text/javascript")]:
+        r = http.get(f"/playground/{name}")
+        assert r.status_code == 200 and r.headers["content-type"].startswith(kind) and r.content
+    for bad in ["/playground/__init__.py", "/playground/..%2F..%2Fapp.py", "/playground/nothing.js"]:
+        r = http.get(bad)
+        assert r.status_code == 404 and "error" in r.json(), bad
 
 
 def test_a_file_is_transcribed_with_streamed_text_and_timed_segments(ui):
@@ -259,7 +272,8 @@ def keyed_server(tmp_path_factory):
 def test_401_and_413_show_the_servers_message(browser, keyed_server):
     ui = Page(browser, keyed_server)
     try:
-        page = ui.open("/")
+        ui.open("/")
+        page = ui.page
         error = ui.testid("error")
         page.wait_for_selector("[data-testid=error]:not([hidden])")
         assert "API key" in error.inner_text() and "You didn't provide an API key" in error.inner_text()

@@ -19,7 +19,10 @@ const MEDIA_TYPES = {
 };
 const EXTENSIONS = { json: 'json', verbose_json: 'json', diarized_json: 'json', text: 'txt', srt: 'srt', vtt: 'vtt' };
 const REALTIME_OPEN_TIMEOUT_MS = 5000;
-const REALTIME_FINISH_TIMEOUT_MS = 20000;
+// After Stop, wait for the last captions while the server keeps talking: at most this long with no event,
+// and this long in all.
+const REALTIME_IDLE_MS = 30000;
+const REALTIME_FINISH_MS = 180000;
 const SPEAKER_CLIP_SECONDS = 6;
 
 const $ = (id) => document.getElementById(id);
@@ -618,6 +621,7 @@ function liveItem(id) {
 
 function onRealtimeEvent(event) {
   if (!live) return;
+  live.lastEvent = Date.now();
   switch (event.type) {
     case 'input_audio_buffer.speech_started':
       live.speaking = true;
@@ -658,6 +662,19 @@ function onRealtimeEvent(event) {
   }
 }
 
+// Resolves once the session has had no event for REALTIME_IDLE_MS, or after REALTIME_FINISH_MS.
+function quiet(session) {
+  const begun = Date.now();
+  return new Promise((resolve) => {
+    const check = () => {
+      const now = Date.now();
+      if (now - session.lastEvent > REALTIME_IDLE_MS || now - begun > REALTIME_FINISH_MS) resolve();
+      else setTimeout(check, 250);
+    };
+    check();
+  });
+}
+
 function maybeFinish() {
   if (live && live.finished && [...live.items.values()].every((i) => i.done)) live.finished();
 }
@@ -674,7 +691,7 @@ async function startLive() {
   ui.liveAgreed.textContent = '';
   ui.liveTentative.textContent = '';
   live = { model, ws: null, chunks: [], pending: [], items: new Map(), order: [], fallbackText: '',
-           speaking: false, stopping: false, finished: null, mic: null };
+           speaking: false, stopping: false, finished: null, mic: null, lastEvent: Date.now() };
   const session = live;
   try {
     ui.liveStatus.textContent = 'Opening the microphone…';
@@ -715,11 +732,12 @@ async function stopLive() {
     if (session.mic) await session.mic.stop();
     if (session.ws) {
       const done = new Promise((resolve) => { session.finished = resolve; });
+      session.lastEvent = Date.now();
       if (session.ws.readyState === WebSocket.OPEN) {
         session.ws.send(JSON.stringify({ type: 'input_audio_buffer.commit' }));
       }
       maybeFinish();
-      await Promise.race([done, new Promise((r) => setTimeout(r, REALTIME_FINISH_TIMEOUT_MS))]);
+      await Promise.race([done, quiet(session)]);
       for (const item of session.items.values()) item.done = true;  // what never completed stays as heard
       renderLive();
       session.ws.close(1000, 'stopped');
