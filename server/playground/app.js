@@ -224,8 +224,8 @@ async function transcribe() {
       }
     }
     if (!finished) throw new ShownError('The stream ended before the transcription was done.');
-    const duration = await fileDuration(file);
     if (diarized) {
+      const duration = (await fileDuration(file)) || Math.max(0, ...segments.map((s) => s.end));
       result = { model, diarized, text, segments, duration, verbose: null };
     } else {
       // The stream carries no timestamps for speech models: one non-streamed verbose_json request gets them.
@@ -235,7 +235,7 @@ async function transcribe() {
       form2.append('timestamp_granularities[]', 'segment');
       const verbose = await (await api('v1/audio/transcriptions', { method: 'POST', body: form2 })).json();
       const segs = (verbose.segments || []).map((s) => ({ id: s.id, start: s.start, end: s.end, text: s.text.trim() }));
-      result = { model, diarized, text, segments: segs, duration: verbose.duration ?? duration, verbose };
+      result = { model, diarized, text, segments: segs, duration: verbose.duration, verbose };
       renderSegments(segs);
     }
     const speakers = new Set(result.segments.map((s) => s.speaker).filter(Boolean));
@@ -255,14 +255,18 @@ function setBusy(busy) {
   ui.transcribe.setAttribute('aria-busy', String(busy));
 }
 
-async function fileDuration(file) {
-  try {
-    const ctx = new OfflineAudioContext(1, 1, 16000);
-    const audio = await ctx.decodeAudioData(await file.arrayBuffer());
-    return audio.duration;
-  } catch (_) {
-    return Number.isFinite(ui.player.duration) ? ui.player.duration : 0;
-  }
+// A file's duration from its metadata (the browser does not decode the whole file); 0 when unknown.
+function fileDuration(file) {
+  return new Promise((resolve) => {
+    const media = document.createElement('audio');
+    const url = URL.createObjectURL(file);
+    const done = (value) => { clearTimeout(timer); URL.revokeObjectURL(url); media.removeAttribute('src'); resolve(value); };
+    const timer = setTimeout(() => done(0), 5000);
+    media.preload = 'metadata';
+    media.onloadedmetadata = () => done(Number.isFinite(media.duration) ? media.duration : 0);
+    media.onerror = () => done(0);
+    media.src = url;
+  });
 }
 
 // ---------- segments, speakers, playback ----------
