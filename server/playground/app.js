@@ -104,6 +104,7 @@ async function* sse(response) {
 function showError(message) {
   ui.error.textContent = message;
   ui.error.hidden = false;
+  ui.error.scrollIntoView({ block: 'nearest' });  // never out of sight, wherever the page was scrolled
 }
 
 function clearError() {
@@ -225,6 +226,7 @@ async function transcribe() {
     }
     if (!finished) throw new ShownError('The stream ended before the transcription was done.');
     if (diarized) {
+      renderSpeakerText(segments);
       const duration = (await fileDuration(file)) || Math.max(0, ...segments.map((s) => s.end));
       result = { model, diarized, text, segments, duration, verbose: null };
     } else {
@@ -307,6 +309,18 @@ function renderSegments(segments) {
     return li;
   });
   ui.segments.replaceChildren(...items);
+}
+
+// The diarized text, one `Speaker: text` line per segment, each speaker in its colour.
+function renderSpeakerText(segments) {
+  ui.transcript.replaceChildren(...segments.filter((s) => s.text).map((s) => {
+    const line = document.createElement('div');
+    const who = document.createElement('span');
+    who.className = `speaker ${speakerClass(s.speaker)}`;
+    who.textContent = s.speaker;
+    line.append(who, `: ${s.text}`);
+    return line;
+  }));
 }
 
 function clock(seconds) {
