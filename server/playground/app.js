@@ -21,7 +21,7 @@ const EXTENSIONS = { json: 'json', verbose_json: 'json', diarized_json: 'json', 
 const REALTIME_OPEN_TIMEOUT_MS = 5000;
 // After Stop, wait for the last captions while the server keeps talking: at most this long with no event,
 // and this long in all.
-const REALTIME_IDLE_MS = 30000;
+const REALTIME_IDLE_MS = 90000;
 const REALTIME_FINISH_MS = 180000;
 const SPEAKER_CLIP_SECONDS = 6;
 
