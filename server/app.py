@@ -18,7 +18,7 @@ from server.lifecycle import Readiness, sweep_models
 from server.limits import BodyLimitMiddleware
 from server.metrics import Metrics
 from server.request_log import RequestLogMiddleware
-from server.routers import audio, health, models
+from server.routers import audio, health, models, playground
 from server.scheduler import Scheduler
 from server.settings import Settings
 from server.transcription import TranscriptionService
@@ -63,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(models.router)
     app.include_router(audio.router)
+    app.include_router(playground.router)
     return app
 
 

@@ -111,6 +111,8 @@ def test_the_package_builds_with_every_module(tmp_path):
     for package in ("server", "engines"):
         for module in (ROOT / package).glob("*.py"):
             assert f"{package}/{module.name}" in names, f"{package}/{module.name} missing from the wheel"
+    for asset in (ROOT / "server" / "playground").glob("*.*"):  # the playground's page, script, styles, icon
+        assert f"server/playground/{asset.name}" in names, f"server/playground/{asset.name} missing from the wheel"
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "oyez = server.cli:main" in entry_points
 
