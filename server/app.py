@@ -23,6 +23,8 @@ from server.known_speakers import check_counts, decode_references
 from server.limits import BodyLimitMiddleware, collect_within
 from server.metrics import Metrics
 from server.params import TranscriptionRequest, parse_transcription
+from server.realtime.session import RealtimeService
+from server.routers.realtime import router as realtime_router
 from server.render import render
 from server.request_log import RequestLogMiddleware, request_info
 from server.scheduler import Scheduler
@@ -75,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # the event loop keeps answering) and up to `max_queue` wait; past that, 429.
     scheduler = Scheduler(parallelism(settings).concurrency, settings.max_queue)
     app.state.scheduler = scheduler
+    app.state.realtime = RealtimeService(app.state)
 
     @app.get("/health")
     async def health():
@@ -202,6 +205,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def translations(request: Request):
         return await handle(request, "translate")
 
+    app.include_router(realtime_router)
     return app
 
 

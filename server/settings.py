@@ -85,6 +85,22 @@ class Settings(BaseSettings):
     shutdown_timeout_seconds: float = Field(30.0, description="On SIGTERM, how long in-flight requests may finish.")
     log_format: str = Field("text", description="text or json: one structured line per request either way.")
 
+    # Realtime transcription sessions (WebSocket /v1/realtime; server/realtime/)
+    max_realtime_sessions: int = Field(
+        32, ge=0, description="Realtime sessions open at once; past it a new one gets a rate_limit_exceeded error and is closed."
+    )
+    realtime_max_session_seconds: float = Field(
+        3600.0, gt=0, description="A realtime session is closed (error `session_expired`) after this long, as OpenAI's are after 60 min."
+    )
+    realtime_partial_interval_seconds: float = Field(
+        1.0, ge=0, description="Decode a turn still being spoken every this many seconds of new audio, for text before "
+        "the turn ends (0 = text only at the end of each turn)."
+    )
+    realtime_max_buffer_seconds: float = Field(
+        300.0, gt=0, description="Most uncommitted audio a realtime session holds: a longer server-VAD turn is cut "
+        "there; with turn_detection null the oldest audio is dropped, with an error event."
+    )
+
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
