@@ -90,7 +90,7 @@ class TurnDetector:
     """Speech starts at the first frame at or over `threshold`; it stops once the probability has
     stayed under `threshold - 0.15` (Silero's hysteresis) for `silence_duration_ms`. A start is
     reported `prefix_padding_ms` early (never before `floor`, the first sample the caller still
-    holds); a stop at the end of the silence that ended the turn, as OpenAI does.
+    holds, nor before the end of the previous turn); a stop at the end of the silence that ended the turn, as OpenAI does.
     """
 
     def __init__(self, params: TurnParams, position: int = 0):
@@ -98,6 +98,7 @@ class TurnDetector:
         self.position = position  # samples of the stream seen so far (whole frames)
         self.speaking = False
         self._silence_from: int | None = None
+        self._last_stop = 0  # a turn's padding never reaches back into the turn before it
         self._neg = max(params.threshold - 0.15, 0.01)
 
     def feed(self, probs: np.ndarray, floor: int = 0) -> list[TurnEvent]:
@@ -109,7 +110,7 @@ class TurnDetector:
             if not self.speaking:
                 if p >= self.params.threshold:
                     self.speaking, self._silence_from = True, None
-                    events.append(TurnEvent("start", max(floor, start - pad)))
+                    events.append(TurnEvent("start", max(floor, self._last_stop, start - pad)))
                 continue
             if p >= self.params.threshold or (p >= self._neg and self._silence_from is None):
                 self._silence_from = None
@@ -117,6 +118,6 @@ class TurnDetector:
             if self._silence_from is None:
                 self._silence_from = start
             if self.position - self._silence_from >= silence:
-                self.speaking, self._silence_from = False, None
+                self.speaking, self._silence_from, self._last_stop = False, None, self.position
                 events.append(TurnEvent("stop", self.position))
         return events

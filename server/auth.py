@@ -125,17 +125,10 @@ class APIKeyMiddleware:
             return
         # A WebSocket upgrade is refused before it is accepted: with the server's denial-response
         # extension the client sees the same 401 JSON body; without it, a plain 403.
-        if "websocket.http.response" in scope.get("extensions", {}):
-            await response(scope, receive, _as_denial(send))
+        if "websocket.http.response" in (scope.get("extensions") or {}):
+            await response(scope, receive, send)  # Starlette sends it as websocket.http.response.*
         else:
             await send({"type": "websocket.close", "code": 1008})
-
-
-def _as_denial(send: Send) -> Send:
-    """Send an HTTP response as ASGI's websocket.http.response.* messages."""
-    async def wrapped(message) -> None:
-        await send({**message, "type": message["type"].replace("http.response", "websocket.http.response", 1)})
-    return wrapped
 
 
 def announce(checker: KeyChecker, count: int) -> None:

@@ -94,6 +94,10 @@ def test_turn_detector_start_padding_hysteresis_and_stop():
         # has begun (frame 20) it does not end it, so the stop comes 3 frames after frame 20
         ("stop", (20 + 3) * FRAME),
     ]
+    assert [(e.kind, e.sample) for e in det.feed(np.array([0.9]))] == [("start", (28 - 2) * FRAME)]
+    # A turn right after a stop: its padding stops at the previous turn's end.
+    quick = TurnDetector(params).feed(np.array([0.9, 0.1, 0.1, 0.1, 0.9]))
+    assert [(e.kind, e.sample) for e in quick] == [("start", 0), ("stop", 4 * FRAME), ("start", 4 * FRAME)]
     det2 = TurnDetector(params)
     assert [e.kind for e in det2.feed(np.array([0.9]), floor=0)] == ["start"]
     assert det2.feed(np.array([0.9, 0.9])) == [] and det2.speaking
