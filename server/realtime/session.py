@@ -264,6 +264,12 @@ class Session:
         await self.send(event("session.updated", session=self.session_json()))
 
     async def append(self, raw: bytes) -> None:
+        cap = int(self.settings.realtime_max_buffer_seconds * SAMPLE_RATE)
+        if sum(t.samples.size for t in self.finals if t.samples is not None) > cap:
+            # Audio sent much faster than it can be transcribed: refuse it rather than hold it all.
+            raise ProtocolError(
+                f"Transcription is more than {self.settings.realtime_max_buffer_seconds:g} s of audio behind; this "
+                "audio was dropped. Send audio at real-time pace.", code="input_audio_buffer_full", param="audio")
         decoder, vad = self.decoder, (self.vad if self.detector else None)
 
         def convert():
@@ -274,7 +280,6 @@ class Session:
         if self.closed:
             return
         self.buffer.append(samples)
-        cap = int(self.settings.realtime_max_buffer_seconds * SAMPLE_RATE)
         if self.detector is None:
             if self.buffer.end - self.buffer.start > cap:
                 self.buffer.drop_until(self.buffer.end - cap)
