@@ -1,10 +1,11 @@
 """One Realtime transcription session, and the service that admits sessions.
 
-A session has two tasks on the event loop: the receiver reads client events in order (audio is
+A session has three tasks on the event loop: the receiver reads client events in order (audio is
 turned into 16 kHz samples and run through the streaming VAD in a worker thread, one call per
-append), and the decoder transcribes turns one at a time. The decoder takes a scheduler slot only
-for each decode (a quick partial decode of the growing turn, or the final decode of a committed
-one), so an open session that is quiet holds nothing but its socket and a few seconds of audio.
+append), one task transcribes committed turns one at a time, and one decodes the turn being
+spoken. A scheduler slot is held only for each decode (a quick partial decode of the growing turn,
+or the final decode of a committed one), so an open session that is quiet holds nothing but its
+socket and a few seconds of audio.
 
 Text while the speaker speaks: every `realtime_partial_interval_seconds` of new speech, the turn so
 far is decoded greedily, with the words already sent forced as its prefix; words two consecutive
@@ -110,6 +111,7 @@ class Turn:
     agreement: LocalAgreement = field(default_factory=LocalAgreement)
     partial_at: int = 0  # turn length (samples) at the last partial decode
     sent_any: bool = False
+    final_started: bool = False
     started_at: float = field(default_factory=time.monotonic)
     ended_at: float | None = None
     live: bool = True  # server VAD turn: partial decodes allowed
@@ -177,7 +179,8 @@ class Session:
         self.current: Turn | None = None  # the server-VAD turn being spoken
         self.finals: deque[Turn] = deque()
         self.last_item: str | None = None
-        self.wake = asyncio.Event()
+        self.wake = asyncio.Event()  # new audio in a turn being spoken
+        self.finals_ready = asyncio.Event()
         self.send_lock = asyncio.Lock()
         self.closed = False
 
@@ -193,7 +196,8 @@ class Session:
 
     async def run(self) -> None:
         await self.send(event("session.created", session=self.session_json()))
-        decoder = asyncio.create_task(self.decode_loop(), name=f"realtime-decoder-{self.id}")
+        tasks = [asyncio.create_task(self.final_loop(), name=f"realtime-finals-{self.id}"),
+                 asyncio.create_task(self.partial_loop(), name=f"realtime-partials-{self.id}")]
         try:
             with anyio.move_on_after(self.settings.realtime_max_session_seconds) as scope:
                 await self.receive_loop()
@@ -206,9 +210,11 @@ class Session:
                     await self.ws.close(code=1000)
         finally:
             self.closed = True
-            decoder.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await decoder
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             self.buffer = AudioBuffer()
             self.finals.clear()
             self.current = None
@@ -322,7 +328,7 @@ class Session:
         await self.send(event("input_audio_buffer.committed", previous_item_id=self.last_item, item_id=turn.item_id))
         self.last_item = turn.item_id
         self.finals.append(turn)
-        self.wake.set()
+        self.finals_ready.set()
 
     async def commit(self) -> None:
         if self.current is not None:  # server VAD mid-turn: the client ends the turn here
@@ -345,13 +351,22 @@ class Session:
         await self.send(event("input_audio_buffer.cleared"))
 
     # -- decoding -----------------------------------------------------------------------------
-    async def decode_loop(self) -> None:
-        interval = int(self.settings.realtime_partial_interval_seconds * SAMPLE_RATE)
+    async def final_loop(self) -> None:
+        """Committed turns, one at a time, in order."""
         while not self.closed:
-            self.wake.clear()
+            self.finals_ready.clear()
             if self.finals:
                 await self.finish(self.finals.popleft())
                 continue
+            await self.finals_ready.wait()
+
+    async def partial_loop(self) -> None:
+        """Quick decodes of the turn being spoken. They run beside the final decodes (a turn that ends
+        does not wait for a partial decode of it); a partial that returns after its turn's final
+        decode started is dropped."""
+        interval = int(self.settings.realtime_partial_interval_seconds * SAMPLE_RATE)
+        while not self.closed:
+            self.wake.clear()
             turn = self.current
             if turn is not None and interval > 0 and self._pool_free():
                 length = self.buffer.end - turn.start
@@ -395,8 +410,10 @@ class Session:
         except (APIError, EngineError) as exc:  # a refused or failed partial: the final decode will tell
             log.debug("partial decode skipped: %s", exc)
             return
+        if turn.final_started:  # too late: the final decode already took the words sent so far
+            return
         new = turn.agreement.update(words_of(transcript))
-        if new:  # the turn may have ended meanwhile: its final decode comes next, so deltas stay in order
+        if new:
             await self.delta(turn, new)
 
     async def delta(self, turn: Turn, words: list[Word]) -> None:
@@ -415,6 +432,7 @@ class Session:
 
     async def finish(self, turn: Turn) -> None:
         model = self.config.model
+        turn.final_started = True
         try:
             transcript = await self._decode(model, turn.samples, self._options(turn, final=True))
         except (APIError, EngineError) as exc:
