@@ -92,9 +92,10 @@ class LocalAgreement:
         """The words of the final decode that follow the committed ones; the turn's text is then
         `join(committed + returned)`.
 
-        The final decode normally repeats the committed words first. When it does not, the rest
-        is taken after the last place where the committed words' final word (and the one before
-        it) appears in the final decode, or, if nowhere, after as many words as were committed.
+        The final decode normally repeats the committed words first (they are its forced prefix).
+        When it does not, the rest is taken after the place where the last two committed words
+        appear in it nearest to where they should be, or, if nowhere, after as many words as were
+        committed.
         """
         done = len(self.committed)
         if common_prefix(self.committed, final) == done:
@@ -106,11 +107,14 @@ class LocalAgreement:
 
 
 def _resume_at(committed: list[Word], final: list[Word]) -> int:
-    if not committed:
+    """Where the final decode goes on after the committed words: just after the occurrence of their
+    last two words nearest to where they should end; without one, after as many words as were committed."""
+    done = len(committed)
+    if not done:
         return 0
     key = [w.text for w in committed[-2:]]
     texts = [w.text for w in final]
-    for i in range(len(texts) - len(key), -1, -1):
-        if texts[i : i + len(key)] == key:
-            return i + len(key)
-    return min(len(committed), len(final))
+    ends = [i + len(key) for i in range(len(texts) - len(key) + 1) if texts[i : i + len(key)] == key]
+    if ends:
+        return min(ends, key=lambda end: abs(end - done))
+    return min(done, len(final))

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import anyio
 import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from engines.audio import SAMPLE_RATE, Audio
 from engines.errors import EngineError
