@@ -508,3 +508,35 @@ def test_turns_of_en_asr_clips_over_raw_websockets(rt):
                               for item in items.values())
     reference = " ".join(rows[name]["transcript_plain"] for name in names)
     assert wer(reference, " ".join(texts)) <= 0.2, texts  # tiny.en: one word of a sentence may go wrong
+
+
+def test_quiet_sessions_hold_no_decode_slot(rt):
+    """Open sessions that send nothing (or silence) take no run slot: a file request goes straight through."""
+    sockets = [raw_connect(rt) for _ in range(6)]
+    try:
+        for ws in sockets:
+            assert recv_json(ws)["type"] == "session.created"
+            ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(bytes(48000)).decode()}))
+        ready = httpx.get(f"{rt.url}/ready", timeout=30).json()
+        assert all(p["running"] == 0 and p["queued"] == 0 for p in ready["pools"].values()), ready
+        metrics = httpx.get(f"{rt.url}/metrics", timeout=30).text
+        assert re.search(r"^oyez_realtime_sessions 6\.0$", metrics, re.M), metrics
+        with open(JFK, "rb") as fh:
+            r = httpx.post(f"{rt.url}/v1/audio/transcriptions", files={"file": ("jfk.wav", fh, "audio/wav")},
+                           data={"model": "whisper-1"}, headers={"Authorization": f"Bearer {KEY}"}, timeout=300)
+        assert r.status_code == 200, r.text
+        assert r.headers["x-oyez-queue-ms"] == "0"
+        assert wer(references()["jfk.wav"], r.json()["text"]) <= 0.15
+    finally:
+        for ws in sockets:
+            ws.close()
+
+
+def test_a_conversation_intent_is_refused(rt):
+    url = rt.ws.replace("intent=transcription", "intent=conversation")
+    with ws_connect(url, additional_headers={"Authorization": f"Bearer {KEY}"}, open_timeout=30) as ws:
+        ev = recv_json(ws)
+        assert ev["type"] == "error" and ev["error"]["param"] == "intent", ev
+        with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+        assert closed.value.rcvd.code == 1008
