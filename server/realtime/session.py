@@ -238,6 +238,10 @@ class Session:
                 await self.handle(parse_event(text))
             except ProtocolError as exc:
                 await self.send(error_event(exc))
+            except Exception:  # a bug must not end the session silently, nor take the server down
+                log.exception("realtime event failed")
+                await self.send(error_event(ProtocolError(
+                    "The server had an error while processing your event.", type="server_error", code="server_error")))
 
     async def handle(self, ev: dict) -> None:
         kind, event_id = ev["type"], ev.get("event_id")
@@ -301,8 +305,8 @@ class Session:
         turn = self.current
         if turn is not None:
             if self.buffer.end - turn.start >= cap:  # a turn that never pauses is cut at the cap
-                await self.speech_stopped(self.buffer.end)
                 self.detector.speaking = False
+                await self.speech_stopped(self.buffer.end)
             else:
                 self.wake.set()
         else:  # between turns keep only what a next turn's prefix padding could use
@@ -409,6 +413,9 @@ class Session:
             transcript = await self._decode(self.config.model, samples, self._options(turn, final=False))
         except (APIError, EngineError) as exc:  # a refused or failed partial: the final decode will tell
             log.debug("partial decode skipped: %s", exc)
+            return
+        except Exception:
+            log.exception("realtime partial decode failed")
             return
         if turn.final_started:  # too late: the final decode already took the words sent so far
             return
