@@ -9,8 +9,9 @@ socket and a few seconds of audio.
 
 Text while the speaker speaks: every `realtime_partial_interval_seconds` of new speech, the turn so
 far is decoded greedily, with the words already sent forced as its prefix; words two consecutive
-decodes agree on are sent as deltas (engines/local_agreement.py). A partial decode runs only when
-the model's pool has a free slot and nobody queued, so it never delays a file request or a final.
+decodes agree on are sent as deltas (engines/local_agreement.py). A partial decode starts only when
+nobody waits for the model's pool and it leaves one run slot free, so it never goes ahead of a file
+request or a final decode, and one that arrives while partials run finds a slot.
 When the turn ends, one full decode (beam search, the sent words as prefix) gives the rest.
 """
 
@@ -380,8 +381,11 @@ class Session:
             await self.wake.wait()
 
     def _pool_free(self) -> bool:
+        """A partial decode may start: nobody waits, and it leaves a slot free for a final decode or a
+        file request that comes meanwhile (with one slot per pool, it needs the pool idle)."""
         pool = self.registry.pool(self.config.model)
-        return self.scheduler.running(pool) < self.scheduler.max_concurrency and self.scheduler.queued(pool) == 0
+        limit = max(1, self.scheduler.max_concurrency - 1)
+        return self.scheduler.running(pool) < limit and self.scheduler.queued(pool) == 0
 
     def _options(self, turn: Turn, final: bool) -> TranscribeOptions:
         committed = join(turn.agreement.committed)
