@@ -1,0 +1,1 @@
+"""HTTP routes, one module per family; each route hands its work to a service on `app.state`."""
