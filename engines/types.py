@@ -40,6 +40,12 @@ class TranscribeOptions:
     token_logprobs: bool = False
     vad: VadParams | None = field(default_factory=VadParams)  # None = whole file, no VAD
     known_speakers: tuple[KnownSpeaker, ...] = ()  # diarization only
+    # Live turns (server/realtime): text the decode must start with (the words already sent), a beam
+    # size for this decode only (None = the engine's), and whether temperature 0 may fall back to
+    # sampling (a quick partial decode does not). A prefix decodes sequentially, never batched.
+    prefix: str | None = None
+    beam_size: int | None = None
+    fallback: bool = True
 
 
 @dataclass(frozen=True)

@@ -128,6 +128,8 @@ class FasterWhisperEngine:
     def _run(self, model: WhisperModel, samples: np.ndarray, options: TranscribeOptions, language, prompt):
         """One faster-whisper call over `samples` (a whole file or one window of it)."""
         temperatures = list(FALLBACK_TEMPERATURES if options.temperature == 0 else (options.temperature,))
+        if not options.fallback:
+            temperatures = temperatures[:1]
         vad = options.vad
         vad_options = (
             VadOptions(
@@ -141,11 +143,13 @@ class FasterWhisperEngine:
         common = dict(
             language=language,
             task=options.task,
-            beam_size=self.beam_size,
+            beam_size=options.beam_size or self.beam_size,
             initial_prompt=prompt or None,
             word_timestamps=options.word_timestamps or options.token_logprobs,
         )
-        if self.batch_size > 0:
+        if options.prefix:
+            common["prefix"] = options.prefix
+        if self.batch_size > 0 and not options.prefix:
             return transcribe_batched(model, samples, batch_size=self.batch_size, temperatures=temperatures,
                                       vad=vad_options, **common)
         return model.transcribe(samples, temperature=temperatures, vad_filter=vad is not None,

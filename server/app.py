@@ -18,7 +18,8 @@ from server.lifecycle import Readiness, sweep_models
 from server.limits import BodyLimitMiddleware
 from server.metrics import Metrics
 from server.request_log import RequestLogMiddleware
-from server.routers import audio, health, models, playground
+from server.realtime.session import RealtimeService
+from server.routers import audio, health, models, playground, realtime
 from server.scheduler import Scheduler
 from server.settings import Settings
 from server.transcription import TranscriptionService
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # the event loop keeps answering) and up to `max_queue` wait; past that, 429.
     state.scheduler = Scheduler(parallelism(settings).concurrency, settings.scheduler.max_queue)
     state.transcription = TranscriptionService(settings, state.catalogue, state.scheduler, state.metrics)
+    state.realtime = RealtimeService(state)
 
     install_error_handlers(app)
     keys = load_keys(settings.api_keys, settings.api_keys_file)
@@ -63,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(models.router)
     app.include_router(audio.router)
+    app.include_router(realtime.router)
     app.include_router(playground.router)
     return app
 

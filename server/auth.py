@@ -1,5 +1,8 @@
 """API keys: every /v1/* request needs `Authorization: Bearer <key>` once keys are configured.
 
+WebSocket upgrades under /v1/ (the realtime endpoint) are checked the same way, and also accept the
+key as a `Sec-WebSocket-Protocol` value `openai-insecure-api-key.<key>`, which is how browsers send it.
+
 Keys come from OYEZ_API_KEYS (comma-separated or a JSON list) and OYEZ_API_KEYS_FILE (one a line).
 A presented key is compared with every configured key through SHA-256 digests and
 hmac.compare_digest, with no early exit, so timing tells nothing about how much of a key
@@ -69,6 +72,21 @@ class KeyChecker:
         return ok
 
 
+SUBPROTOCOL_KEY_PREFIX = "openai-insecure-api-key."
+
+
+def subprotocol_key(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """A browser's key: WebSocket clients cannot set Authorization, so OpenAI's browser SDK offers
+    `openai-insecure-api-key.<key>` among the Sec-WebSocket-Protocol values."""
+    for name, value in headers:
+        if name.lower() == b"sec-websocket-protocol":
+            for proto in value.decode("latin-1").split(","):
+                proto = proto.strip()
+                if proto.startswith(SUBPROTOCOL_KEY_PREFIX) and len(proto) > len(SUBPROTOCOL_KEY_PREFIX):
+                    return proto[len(SUBPROTOCOL_KEY_PREFIX):]
+    return None
+
+
 def bearer_token(headers: list[tuple[bytes, bytes]]) -> str | None:
     for name, value in headers:
         if name.lower() == b"authorization":
@@ -86,10 +104,13 @@ class APIKeyMiddleware:
         self.app, self.checker = app, checker
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.checker.enabled or not scope["path"].startswith(PROTECTED_PREFIX):
+        kind = scope["type"]
+        if kind not in ("http", "websocket") or not self.checker.enabled or not scope["path"].startswith(PROTECTED_PREFIX):
             await self.app(scope, receive, send)
             return
         token = bearer_token(scope["headers"])
+        if token is None and kind == "websocket":
+            token = subprotocol_key(scope["headers"])
         if self.checker.accepts(token):
             await self.app(scope, receive, send)
             return
@@ -99,7 +120,15 @@ class APIKeyMiddleware:
             if token is None else "Incorrect API key provided."  # never echo the key back
         )
         response = APIError(401, message, code="invalid_api_key").response()
-        await response(scope, receive, send)
+        if kind == "http":
+            await response(scope, receive, send)
+            return
+        # A WebSocket upgrade is refused before it is accepted: with the server's denial-response
+        # extension the client sees the same 401 JSON body; without it, a plain 403.
+        if "websocket.http.response" in (scope.get("extensions") or {}):
+            await response(scope, receive, send)  # Starlette sends it as websocket.http.response.*
+        else:
+            await send({"type": "websocket.close", "code": 1008})
 
 
 def announce(checker: KeyChecker, count: int) -> None:

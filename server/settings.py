@@ -60,6 +60,27 @@ class LimitSettings(BaseModel):
         return int(self.max_reference_mb * 1024 * 1024)
 
 
+class RealtimeSettings(BaseModel):
+    """Live transcription sessions over WebSocket (/v1/realtime; server/realtime/)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_sessions: int = Field(
+        32, ge=0, description="Realtime sessions open at once; past it a new one gets a rate_limit_exceeded error and is closed."
+    )
+    max_session_seconds: float = Field(
+        3600.0, gt=0, description="A realtime session is closed (error `session_expired`) after this long, as OpenAI's are after 60 min."
+    )
+    partial_interval_seconds: float = Field(
+        1.0, ge=0, description="Decode a turn still being spoken every this many seconds of new audio, for text before "
+        "the turn ends (0 = text only at the end of each turn)."
+    )
+    max_buffer_seconds: float = Field(
+        300.0, gt=0, description="Most uncommitted audio a realtime session holds: a longer server-VAD turn is cut "
+        "there; with turn_detection null the oldest audio is dropped, with an error event."
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=PREFIX, env_nested_delimiter="__", extra="ignore")
 
@@ -82,6 +103,7 @@ class Settings(BaseSettings):
     diarization: DiarizerConfig = Field(default_factory=DiarizerConfig)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    realtime: RealtimeSettings = Field(default_factory=RealtimeSettings)
 
     # Requests
     vad_by_default: bool = Field(
@@ -135,6 +157,10 @@ FLAT_ALIASES: dict[str, tuple[str, str]] = {
     "OYEZ_MAX_REFERENCE_MB": ("limits", "max_reference_mb"),
     "OYEZ_BODY_TIMEOUT_SECONDS": ("limits", "body_timeout_seconds"),
     "OYEZ_REQUEST_TIMEOUT_SECONDS": ("limits", "request_timeout_seconds"),
+    "OYEZ_MAX_REALTIME_SESSIONS": ("realtime", "max_sessions"),
+    "OYEZ_REALTIME_MAX_SESSION_SECONDS": ("realtime", "max_session_seconds"),
+    "OYEZ_REALTIME_PARTIAL_INTERVAL_SECONDS": ("realtime", "partial_interval_seconds"),
+    "OYEZ_REALTIME_MAX_BUFFER_SECONDS": ("realtime", "max_buffer_seconds"),
 }
 
 
@@ -157,7 +183,7 @@ CONFIGURATION_DOC_HEAD = """# Configuration
 
 Every setting is an environment variable (or a constructor argument of `server.settings.Settings`).
 Settings are nested by concern: `OYEZ_WHISPER__*` (the speech engine), `OYEZ_DIARIZATION__*`, `OYEZ_SCHEDULER__*`
-(admission and model lifecycle), `OYEZ_LIMITS__*` (what one request may send and take). A group can also be set
+(admission and model lifecycle), `OYEZ_LIMITS__*` (what one request may send and take), `OYEZ_REALTIME__*` (live sessions). A group can also be set
 at once as JSON, e.g. `OYEZ_WHISPER='{"beam_size": 1, "device": "cpu"}'`. The flat names documented before the
 nesting (second column) still work; when both are set, the nested name wins.
 

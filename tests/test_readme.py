@@ -57,3 +57,12 @@ def test_curl_examples_run_as_written(server_url, workdir):
     assert "And so my fellow Americans" in out.stdout and "WEBVTT" in out.stdout and "<v A>" in out.stdout
     diarized = json.loads(out.stdout[out.stdout.rindex('{"task":"transcribe"'):].splitlines()[0])
     assert "Sheila" in {s["speaker"] for s in diarized["segments"]}  # the known speaker, through curl's <file
+
+
+def test_live_caption_example_runs_as_written(server_url, workdir):
+    code = next(b for b in blocks("python") if "client.realtime.connect" in b)
+    code = code.replace("http://127.0.0.1:8000", server_url)
+    out = subprocess.run([sys.executable, "-c", code, "tests/data/jfk.wav"], cwd=workdir, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert wer(references()["jfk.wav"], out.stdout) < 0.35

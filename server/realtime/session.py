@@ -1,0 +1,481 @@
+"""One Realtime transcription session, and the service that admits sessions.
+
+A session has three tasks on the event loop: the receiver reads client events in order (audio is
+turned into 16 kHz samples and run through the streaming VAD in a worker thread, one call per
+append), one task transcribes committed turns one at a time, and one decodes the turn being
+spoken. A scheduler slot is held only for each decode (a quick partial decode of the growing turn,
+or the final decode of a committed one), so an open session that is quiet holds nothing but its
+socket and a few seconds of audio.
+
+Text while the speaker speaks: every `realtime.partial_interval_seconds` of new speech, the turn so
+far is decoded greedily, with the words already sent forced as its prefix; words two consecutive
+decodes agree on are sent as deltas (engines/local_agreement.py). A partial decode starts only when
+nobody waits for the model's pool and it leaves one run slot free, so it never goes ahead of a file
+request or a final decode, and one that arrives while partials run finds a slot.
+When the turn ends, one full decode (beam search, the sent words as prefix) gives the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import anyio
+import numpy as np
+from prometheus_client import Counter, Gauge, Histogram
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from engines.audio import Audio
+from engines.errors import EngineError
+from engines.live_audio import G711_ALAW, G711_ULAW, PCM16_24K, LiveAudioDecoder
+from engines.local_agreement import LocalAgreement, Word, join, words_of
+from engines.streaming_vad import StreamingVad, TurnDetector
+from engines.types import SAMPLE_RATE, TranscribeOptions, Transcript, VadParams
+from server.decoding import Decoding
+from server.errors import APIError, from_engine_error
+from server.metrics import LATENCY_BUCKETS
+from server.realtime.protocol import (
+    MIN_COMMIT_MS,
+    ProtocolError,
+    SessionConfig,
+    apply_update,
+    decode_audio_field,
+    error_event,
+    event,
+    logprobs_json,
+    new_id,
+    parse_event,
+)
+from server.catalogue import capabilities_of
+from server.render import usage_for
+
+log = logging.getLogger("oyez.realtime")
+
+RAW_FORMATS = {"audio/pcm": PCM16_24K, "audio/pcmu": G711_ULAW, "audio/pcma": G711_ALAW}
+DEFAULT_MODEL = "gpt-4o-transcribe"
+PARTIAL_MAX_S = 30.0  # partial decodes stop past one Whisper window; the rest comes at the turn's end
+MS = SAMPLE_RATE // 1000
+
+
+class RealtimeService:
+    """Admits sessions (at most `realtime.max_sessions` open) and keeps their metrics."""
+
+    def __init__(self, app_state):
+        self.state = app_state
+        self.settings = app_state.settings
+        self.open = 0
+        r = app_state.metrics.registry
+        self.m_open = Gauge("oyez_realtime_sessions", "Realtime transcription sessions open now.", registry=r)
+        self.m_sessions = Counter("oyez_realtime_sessions_started", "Realtime sessions accepted or refused.",
+                                  ["outcome"], registry=r)
+        self.m_turns = Counter("oyez_realtime_turns", "Realtime turns transcribed, by model and outcome.",
+                               ["model", "outcome"], registry=r)
+        self.m_latency = Histogram(
+            "oyez_realtime_turn_latency_seconds", "From the end of a turn (speech_stopped or commit) to its "
+            "`completed` event.", ["model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.m_first_delta = Histogram(
+            "oyez_realtime_first_delta_seconds", "From speech_started to a turn's first delta.", ["model"],
+            buckets=LATENCY_BUCKETS, registry=r)
+
+    async def serve(self, ws: WebSocket, model_hint: str | None) -> None:
+        offered = ws.scope.get("subprotocols") or []
+        await ws.accept(subprotocol="realtime" if "realtime" in offered else None)
+        if self.open >= self.settings.realtime.max_sessions:
+            self.m_sessions.labels("refused").inc()
+            refusal = ProtocolError(
+                f"Too many realtime sessions are open on this server (limit {self.settings.realtime.max_sessions}); "
+                "please retry later.", type="requests", code="rate_limit_exceeded")
+            with contextlib.suppress(Exception):
+                await ws.send_json(error_event(refusal))
+                await ws.close(code=1013)
+            return
+        self.open += 1
+        self.m_open.inc()
+        self.m_sessions.labels("accepted").inc()
+        try:
+            await Session(self, ws, model_hint).run()
+        finally:
+            self.open -= 1
+            self.m_open.dec()
+
+
+@dataclass
+class Turn:
+    """One item: audio from `start` (a sample on the session's timeline) to `end` once it ended."""
+
+    item_id: str
+    start: int
+    end: int | None = None
+    samples: np.ndarray | None = None  # set when committed
+    agreement: LocalAgreement = field(default_factory=LocalAgreement)
+    partial_at: int = 0  # turn length (samples) at the last partial decode
+    sent_any: bool = False
+    final_started: bool = False
+    started_at: float = field(default_factory=time.monotonic)
+    ended_at: float | None = None
+    live: bool = True  # server VAD turn: partial decodes allowed
+
+
+class AudioBuffer:
+    """The uncommitted audio of a session: chunks of 16 kHz samples from sample `start` on."""
+
+    def __init__(self) -> None:
+        self.chunks: deque[np.ndarray] = deque()
+        self.start = 0
+        self.end = 0
+
+    def append(self, samples: np.ndarray) -> None:
+        if samples.size:
+            self.chunks.append(samples)
+            self.end += samples.size
+
+    def take(self, a: int, b: int) -> np.ndarray:
+        """Copy of samples [a, b) (clamped to what is held)."""
+        a, b = max(a, self.start), min(b, self.end)
+        out, pos = [], self.start
+        for chunk in self.chunks:
+            lo, hi = pos, pos + chunk.size
+            if hi > a and lo < b:
+                out.append(chunk[max(a - lo, 0) : min(b, hi) - lo])
+            pos = hi
+            if pos >= b:
+                break
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+    def drop_until(self, sample: int) -> None:
+        while self.chunks and self.start + self.chunks[0].size <= sample:
+            self.start += self.chunks.popleft().size
+        if self.chunks and sample > self.start:
+            cut = sample - self.start
+            self.chunks[0] = self.chunks[0][cut:]
+            self.start = sample
+        if not self.chunks:
+            self.start = self.end = max(self.end, sample)
+
+    @property
+    def seconds(self) -> float:
+        return (self.end - self.start) / SAMPLE_RATE
+
+
+class Session:
+    def __init__(self, service: RealtimeService, ws: WebSocket, model_hint: str | None):
+        self.service, self.ws = service, ws
+        self.settings = service.settings
+        self.registry = service.state.registry
+        self.scheduler = service.state.scheduler
+        model = DEFAULT_MODEL
+        if model_hint:
+            with contextlib.suppress(Exception):
+                if self.registry.spec(model_hint).kind == "speech":
+                    model = model_hint
+        self.config = SessionConfig(model=model)
+        self.id = new_id("sess")
+        self.expires_at = int(time.time() + self.settings.realtime.max_session_seconds)
+        self.decoder = LiveAudioDecoder(RAW_FORMATS[self.config.format])
+        self.vad = StreamingVad()
+        self.detector = TurnDetector(self.config.turn_detection) if self.config.turn_detection else None
+        self.buffer = AudioBuffer()
+        self.current: Turn | None = None  # the server-VAD turn being spoken
+        self.finals: deque[Turn] = deque()
+        self.last_item: str | None = None
+        self.wake = asyncio.Event()  # new audio in a turn being spoken
+        self.finals_ready = asyncio.Event()
+        self.send_lock = asyncio.Lock()
+        self.closed = False
+
+    # -- plumbing ---------------------------------------------------------------------------
+    async def send(self, message: dict) -> None:
+        if self.closed:
+            return
+        async with self.send_lock:
+            try:
+                await self.ws.send_json(message)
+            except Exception:  # the client went away mid-send: the receiver notices and ends the session
+                self.closed = True
+
+    async def run(self) -> None:
+        await self.send(event("session.created", session=self.session_json()))
+        tasks = [asyncio.create_task(self.final_loop(), name=f"realtime-finals-{self.id}"),
+                 asyncio.create_task(self.partial_loop(), name=f"realtime-partials-{self.id}")]
+        try:
+            with anyio.move_on_after(self.settings.realtime.max_session_seconds) as scope:
+                await self.receive_loop()
+            if scope.cancel_called and not self.closed:
+                minutes = self.settings.realtime.max_session_seconds / 60
+                await self.send(error_event(ProtocolError(
+                    f"Your session hit the maximum duration of {minutes:g} minutes.", code="session_expired")))
+                self.closed = True
+                with contextlib.suppress(Exception):
+                    await self.ws.close(code=1000)
+        finally:
+            self.closed = True
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            self.buffer = AudioBuffer()
+            self.finals.clear()
+            self.current = None
+
+    def session_json(self) -> dict:
+        return self.config.to_json(self.id, self.expires_at)
+
+    # -- client events ----------------------------------------------------------------------
+    async def receive_loop(self) -> None:
+        while not self.closed:
+            try:
+                message = await self.ws.receive()
+            except (WebSocketDisconnect, RuntimeError):
+                return
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            if text is None:
+                text = message.get("bytes") or b""
+            try:
+                await self.handle(parse_event(text))
+            except ProtocolError as exc:
+                await self.send(error_event(exc))
+            except Exception:  # a bug must not end the session silently, nor take the server down
+                log.exception("realtime event failed")
+                await self.send(error_event(ProtocolError(
+                    "The server had an error while processing your event.", type="server_error", code="server_error")))
+
+    async def handle(self, ev: dict) -> None:
+        kind, event_id = ev["type"], ev.get("event_id")
+        try:
+            if kind == "input_audio_buffer.append":
+                await self.append(decode_audio_field(ev))
+            elif kind == "input_audio_buffer.commit":
+                await self.commit()
+            elif kind == "input_audio_buffer.clear":
+                await self.clear()
+            elif kind == "session.update":
+                await self.update(ev.get("session"))
+        except ProtocolError as exc:
+            exc.event_id = exc.event_id or event_id
+            raise
+
+    async def update(self, session) -> None:
+        if session is None:
+            raise ProtocolError("Missing required parameter: 'session'.", param="session",
+                                code="missing_required_parameter")
+        new = apply_update(self.config, session, self.registry)
+        old, self.config = self.config, new
+        if new.format != old.format:
+            self.decoder = LiveAudioDecoder(RAW_FORMATS[new.format])
+        if new.turn_detection != old.turn_detection:
+            # A new detector from here on; a turn being spoken stays in the buffer, uncommitted.
+            self.current = None
+            self.detector = TurnDetector(new.turn_detection, self.buffer.end) if new.turn_detection else None
+            self.vad = StreamingVad()
+        await self.send(event("session.updated", session=self.session_json()))
+
+    async def append(self, raw: bytes) -> None:
+        cap = int(self.settings.realtime.max_buffer_seconds * SAMPLE_RATE)
+        if sum(t.samples.size for t in self.finals if t.samples is not None) > cap:
+            # Audio sent much faster than it can be transcribed: refuse it rather than hold it all.
+            raise ProtocolError(
+                f"Transcription is more than {self.settings.realtime.max_buffer_seconds:g} s of audio behind; this "
+                "audio was dropped. Send audio at real-time pace.", code="input_audio_buffer_full", param="audio")
+        decoder, vad = self.decoder, (self.vad if self.detector else None)
+
+        def convert():
+            samples = decoder.decode(raw)
+            return samples, (vad(samples) if vad is not None else None)
+
+        samples, probs = await anyio.to_thread.run_sync(convert)
+        if self.closed:
+            return
+        self.buffer.append(samples)
+        if self.detector is None:
+            if self.buffer.end - self.buffer.start > cap:
+                self.buffer.drop_until(self.buffer.end - cap)
+                await self.send(error_event(ProtocolError(
+                    f"The input audio buffer holds more than {self.settings.realtime.max_buffer_seconds:g} s; "
+                    "the oldest audio was dropped. Commit more often.", code="input_audio_buffer_full")))
+            return
+        for ev in self.detector.feed(probs, floor=self.buffer.start):
+            if ev.kind == "start":
+                await self.speech_started(ev.sample)
+            else:
+                await self.speech_stopped(ev.sample)
+        turn = self.current
+        if turn is not None:
+            if self.buffer.end - turn.start >= cap:  # a turn that never pauses is cut at the cap
+                self.detector.speaking = False
+                await self.speech_stopped(self.buffer.end)
+            else:
+                self.wake.set()
+        else:  # between turns keep only what a next turn's prefix padding could use
+            keep = self.config.turn_detection.prefix_padding_ms * MS
+            self.buffer.drop_until(self.buffer.end - keep)
+
+    async def speech_started(self, sample: int) -> None:
+        self.current = Turn(item_id=new_id("item"), start=sample)
+        await self.send(event("input_audio_buffer.speech_started", audio_start_ms=sample // MS,
+                              item_id=self.current.item_id))
+
+    async def speech_stopped(self, sample: int) -> None:
+        turn, self.current = self.current, None
+        if turn is None:
+            return
+        await self.send(event("input_audio_buffer.speech_stopped", audio_end_ms=sample // MS, item_id=turn.item_id))
+        await self.commit_turn(turn, sample)
+
+    async def commit_turn(self, turn: Turn, end: int) -> None:
+        turn.end, turn.ended_at = end, time.monotonic()
+        turn.samples = self.buffer.take(turn.start, end)
+        self.buffer.drop_until(end)
+        await self.send(event("input_audio_buffer.committed", previous_item_id=self.last_item, item_id=turn.item_id))
+        self.last_item = turn.item_id
+        self.finals.append(turn)
+        self.finals_ready.set()
+
+    async def commit(self) -> None:
+        if self.current is not None:  # server VAD mid-turn: the client ends the turn here
+            turn, self.current = self.current, None
+            self.detector.speaking = False
+            await self.commit_turn(turn, self.buffer.end)
+            return
+        if self.buffer.end - self.buffer.start < MIN_COMMIT_MS * MS:
+            raise ProtocolError(
+                f"Error committing input audio buffer: buffer too small. Expected at least {MIN_COMMIT_MS}ms of "
+                f"audio, but buffer only has {self.buffer.seconds * 1000:.2f}ms of audio.",
+                code="input_audio_buffer_commit_empty")
+        await self.commit_turn(Turn(item_id=new_id("item"), start=self.buffer.start, live=False), self.buffer.end)
+
+    async def clear(self) -> None:
+        self.current = None
+        if self.detector is not None:
+            self.detector.speaking = False
+        self.buffer.drop_until(self.buffer.end)
+        await self.send(event("input_audio_buffer.cleared"))
+
+    # -- decoding -----------------------------------------------------------------------------
+    async def final_loop(self) -> None:
+        """Committed turns, one at a time, in order."""
+        while not self.closed:
+            self.finals_ready.clear()
+            if self.finals:
+                await self.finish(self.finals.popleft())
+                continue
+            await self.finals_ready.wait()
+
+    async def partial_loop(self) -> None:
+        """Quick decodes of the turn being spoken. They run beside the final decodes (a turn that ends
+        does not wait for a partial decode of it); a partial that returns after its turn's final
+        decode started is dropped."""
+        interval = int(self.settings.realtime.partial_interval_seconds * SAMPLE_RATE)
+        while not self.closed:
+            self.wake.clear()
+            turn = self.current
+            if turn is not None and interval > 0 and self._pool_free():
+                length = self.buffer.end - turn.start
+                if length - turn.partial_at >= interval and length <= PARTIAL_MAX_S * SAMPLE_RATE:
+                    await self.partial(turn, length)
+                    continue
+            await self.wake.wait()
+
+    def _pool_free(self) -> bool:
+        """A partial decode may start: nobody waits, and it leaves a slot free for a final decode or a
+        file request that comes meanwhile (with one slot per pool, it needs the pool idle)."""
+        pool = self.registry.pool(self.config.model)
+        limit = max(1, self.scheduler.max_concurrency - 1)
+        return self.scheduler.running(pool) < limit and self.scheduler.queued(pool) == 0
+
+    def _options(self, turn: Turn, final: bool) -> TranscribeOptions:
+        committed = join(turn.agreement.committed)
+        return TranscribeOptions(
+            language=self.config.language,
+            prompt=self.config.prompt,
+            token_logprobs=self.config.include_logprobs,
+            # A server-VAD turn is speech already; a committed buffer may hold long silences.
+            vad=None if turn.live else (VadParams() if self.settings.vad_by_default else None),
+            prefix=committed or None,
+            beam_size=None if final else 1,
+            fallback=final,
+        )
+
+    async def _decode(self, model: str, samples: np.ndarray, options: TranscribeOptions) -> Transcript:
+        """One decode with a scheduler slot and an engine lease held only while it runs, driven like
+        every other decode (server/decoding.py: the request timeout, and the engine's stream closed)."""
+        handle = self.service.state.catalogue.resolve(model)
+        async with self.scheduler.slot(handle.pool, model):
+            engine = await anyio.to_thread.run_sync(handle.acquire)
+            try:
+                decoding = Decoding(lambda: engine.transcribe(Audio(samples), options),
+                                    self.settings.limits.request_timeout_seconds)
+                transcript = await decoding.collect()
+                assert transcript is not None  # no disconnect check: the session ends the task instead
+                return transcript
+            finally:
+                handle.release()
+
+    async def partial(self, turn: Turn, length: int) -> None:
+        turn.partial_at = length
+        samples = self.buffer.take(turn.start, turn.start + length)
+        try:
+            transcript = await self._decode(self.config.model, samples, self._options(turn, final=False))
+        except (APIError, EngineError) as exc:  # a refused or failed partial: the final decode will tell
+            log.debug("partial decode skipped: %s", exc)
+            return
+        except Exception:
+            log.exception("realtime partial decode failed")
+            return
+        if turn.final_started:  # too late: the final decode already took the words sent so far
+            return
+        new = turn.agreement.update(words_of(transcript))
+        if new:
+            await self.delta(turn, new)
+
+    async def delta(self, turn: Turn, words: list[Word]) -> None:
+        text = join(words)
+        if not text:
+            return
+        if turn.sent_any:
+            text = " " + text
+        else:
+            self.service.m_first_delta.labels(self.config.model).observe(time.monotonic() - turn.started_at)
+        turn.sent_any = True
+        fields = {"item_id": turn.item_id, "content_index": 0, "delta": text}
+        if self.config.include_logprobs:
+            fields["logprobs"] = logprobs_json(words)
+        await self.send(event("conversation.item.input_audio_transcription.delta", **fields))
+
+    async def finish(self, turn: Turn) -> None:
+        model = self.config.model
+        turn.final_started = True
+        try:
+            transcript = await self._decode(model, turn.samples, self._options(turn, final=True))
+        except (APIError, EngineError) as exc:
+            err = exc if isinstance(exc, APIError) else from_engine_error(exc)
+            self.service.m_turns.labels(model, "failed").inc()
+            await self.send(event("conversation.item.input_audio_transcription.failed", item_id=turn.item_id,
+                                  content_index=0, error={"type": err.type, "code": err.code, "message": err.message,
+                                                          "param": err.param}))
+            return
+        except Exception:
+            log.exception("realtime turn decode failed")
+            self.service.m_turns.labels(model, "failed").inc()
+            await self.send(event("conversation.item.input_audio_transcription.failed", item_id=turn.item_id,
+                                  content_index=0, error={"type": "server_error", "code": "server_error",
+                                                          "message": "The turn could not be transcribed.", "param": None}))
+            return
+        rest = turn.agreement.finish(words_of(transcript))
+        await self.delta(turn, rest)
+        words = turn.agreement.committed
+        fields = {"item_id": turn.item_id, "content_index": 0, "transcript": join(words),
+                  "usage": usage_for(capabilities_of(model), transcript)}
+        if self.config.include_logprobs:
+            fields["logprobs"] = logprobs_json(words)
+        await self.send(event("conversation.item.input_audio_transcription.completed", **fields))
+        self.service.m_turns.labels(model, "completed").inc()
+        self.service.m_latency.labels(model).observe(time.monotonic() - turn.ended_at)
+        turn.samples = None
+
