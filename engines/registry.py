@@ -56,6 +56,7 @@ class EngineConfig:
     beam_size: int = 5
     batch_size: int = 0  # >0: VAD chunks decoded in batches (engines/batched.py); 0: sequential
     window_seconds: float = 300.0  # longer audio is transcribed in windows of about this length
+    coverage_redecode: bool = True  # decode again speech no segment covers (engines/coverage.py)
 
 
 class _Resident:
@@ -277,6 +278,7 @@ class ModelRegistry:
             beam_size=cfg.beam_size,
             batch_size=cfg.batch_size,
             window_seconds=cfg.window_seconds,
+            coverage=cfg.coverage_redecode,
         )
         log.info("%s runs on %s/%s", spec.weights, engine.device, engine.compute_type)
         return engine

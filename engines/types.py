@@ -58,6 +58,9 @@ class TranscribeOptions:
     token_logprobs: bool = False
     vad: VadParams | None = field(default_factory=VadParams)  # None = whole file, no VAD
     known_speakers: tuple[KnownSpeaker, ...] = ()  # diarization only
+    # Decode the first few seconds as a window of their own, so the first segment comes out
+    # sooner (a stream's first delta), at the cost of one more encoder pass (engines/longform.py).
+    early_first_segment: bool = False
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,17 @@ class AudioInfo:
     speech_duration: float  # seconds actually fed to the model (after VAD)
 
 
+@dataclass
+class CoverageStats:
+    """What the coverage guarantee (engines/coverage.py) did for one request, updated as it happens."""
+
+    redecoded: int = 0  # stretches no segment covered, decoded again, whose text was kept
+    redecoded_seconds: float = 0.0  # their speech, in seconds
+    dropped: int = 0  # stretches decoded again whose text the hallucination guard threw away
+    scanned_seconds: float = 0.0  # gap audio the check's VAD looked at
+    segment_ids: list[int] = field(default_factory=list)  # ids of the segments re-decoding added
+
+
 class TranscriptionStream:
     """Segments as the decoder produces them, plus what is known before decoding starts.
 
@@ -131,6 +145,7 @@ class TranscriptionStream:
         audio: AudioInfo,
         prompt_tokens: int,
         task: Task,
+        coverage: CoverageStats | None = None,
     ):
         self._segments = segments
         self.language = language
@@ -138,6 +153,16 @@ class TranscriptionStream:
         self.audio = audio
         self.prompt_tokens = prompt_tokens
         self.task = task
+        self.coverage = coverage if coverage is not None else CoverageStats()  # shared, updated while decoding
+
+    @property
+    def redecoded(self) -> int:
+        """Stretches of speech no segment covered that were decoded again (so far)."""
+        return self.coverage.redecoded
+
+    @property
+    def redecoded_seconds(self) -> float:
+        return self.coverage.redecoded_seconds
 
     def __iter__(self) -> Iterator[Segment]:
         return self._segments
@@ -159,6 +184,8 @@ class TranscriptionStream:
             prompt_tokens=self.prompt_tokens,
             task=self.task,
             segments=segments,
+            redecoded=self.coverage.redecoded,
+            redecoded_seconds=self.coverage.redecoded_seconds,
         )
 
 
@@ -170,6 +197,8 @@ class Transcript:
     prompt_tokens: int
     task: Task
     segments: list[Segment]
+    redecoded: int = 0  # stretches of speech no segment covered, decoded again (engines/coverage.py)
+    redecoded_seconds: float = 0.0
 
     @property
     def text(self) -> str:

@@ -247,6 +247,7 @@ def build_registry(settings: Settings) -> ModelRegistry:
             beam_size=settings.beam_size,
             batch_size=settings.batch_size,
             window_seconds=settings.window_seconds,
+            coverage_redecode=settings.coverage_redecode,
         ),
         idle_seconds=settings.model_idle_seconds,
         max_loaded=settings.max_loaded_models,
@@ -280,6 +281,7 @@ def _options(req: TranscriptionRequest, settings: Settings) -> TranscribeOptions
         word_timestamps=req.response_format == "verbose_json" and "word" in req.granularities,
         token_logprobs=req.include_logprobs,
         vad=vad,
+        early_first_segment=req.stream,  # the first delta sooner (engines/longform.py: split_first)
     )
 
 

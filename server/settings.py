@@ -67,6 +67,10 @@ class Settings(BaseSettings):
         0, description="VAD chunks decoded per batch within a request (BatchedInferencePipeline); 0 = sequential."
     )
     window_seconds: float = Field(300.0, description="Audio longer than this is transcribed in windows of about this length.")
+    coverage_redecode: bool = Field(
+        True, description="Decode again any stretch of speech (over ~1 s, per Silero VAD) that no decoded segment "
+        "covers, so the decoder ending a window early loses nothing (engines/coverage.py)."
+    )
 
     # Requests
     vad_by_default: bool = Field(True, description="Voice-activity detection when the request sets no chunking_strategy.")

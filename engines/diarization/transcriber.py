@@ -50,6 +50,7 @@ class DiarizingTranscriber:
             audio=inner.audio,
             prompt_tokens=inner.prompt_tokens,
             task=inner.task,
+            coverage=inner.coverage,
         )
 
 
