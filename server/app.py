@@ -162,15 +162,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             _log_done(task, req, audio.duration, ticket)
 
         if req.stream:
+            started = []  # the engine's stream, for its coverage counts at the end
+
+            def start():
+                started.append(engine.transcribe(audio, options))
+                return started[0]
+
             async def events():
                 try:
-                    async for message in stream_events(
-                        lambda: engine.transcribe(audio, options), req.include_logprobs, error_body
-                    ):
+                    async for message in stream_events(start, req.include_logprobs, error_body):
                         yield message
                 finally:
                     await held.aclose()  # the slot is held until the last event
                     finished()
+                    if started:
+                        metrics.observe_coverage(req.model, started[0].redecoded, started[0].redecoded_seconds)
 
             return HeldEventSourceResponse(
                 events(), release=held.aclose, ping=settings.sse_keepalive_seconds, sep="\n", headers=headers,
@@ -183,6 +189,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finished()
         if transcript is None:  # the client went away; nobody reads the answer
             return Response(status_code=499)
+        metrics.observe_coverage(req.model, transcript.redecoded, transcript.redecoded_seconds)
         response = render(
             transcript,
             model=req.model,
