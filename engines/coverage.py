@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import unicodedata
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -161,11 +162,15 @@ def ensure_coverage(
         if high - low < min_length:
             return
         stats.scanned_seconds += high - low
+        t0 = time.perf_counter()
         speech = find_speech(low, high)
+        stats.scan_wall_s += time.perf_counter() - t0
         for a, b in uncovered_speech(speech, [], min_length=min_length):
             start, end = max(low, a - PAD_S), min(high, b + PAD_S)
             context = _tail("".join(history))
+            t0 = time.perf_counter()
             found = [s for s in redecode(start, end, context) if s.text.strip()]
+            stats.redecode_wall_s += time.perf_counter() - t0
             text = "".join(s.text for s in found)
             if is_hallucination(text, previous, upcoming.text if upcoming else ""):
                 stats.dropped += 1

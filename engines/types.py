@@ -127,6 +127,8 @@ class CoverageStats:
     redecoded_seconds: float = 0.0  # their speech, in seconds
     dropped: int = 0  # stretches decoded again whose text the hallucination guard threw away
     scanned_seconds: float = 0.0  # gap audio the check's VAD looked at
+    scan_wall_s: float = 0.0  # time spent in that VAD
+    redecode_wall_s: float = 0.0  # time spent decoding again
     segment_ids: list[int] = field(default_factory=list)  # ids of the segments re-decoding added
 
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.conftest import start_server, stop_server
-from tests.coverage_cases import build, missing_clips
+from tests.coverage_cases import build, missing_clips, text_recall
 from tests.helpers import SHARED, assert_timeline, normalize, wav_bytes
 
 
@@ -67,8 +67,8 @@ def test_every_clip_is_in_the_stream(no_vad_server, case):
     deltas = [e.delta for e in events if e.type == "transcript.text.delta"]
     done = [e for e in events if e.type == "transcript.text.done"]
     assert len(done) == 1 and "".join(deltas) == done[0].text
-    text = set(normalize(done[0].text).split())
-    for clip in placed:
-        words = normalize(clip.reference).split()
-        assert sum(w in text for w in words) >= 0.5 * len(words), (clip.file, done[0].text)
+    for clip in placed:  # in order; misheard names ("Montriehal") count by characters
+        assert text_recall(clip.reference, done[0].text) >= 0.6, (clip.file, done[0].text)
+    last = set(normalize(done[0].text).split()[-12:])  # the clip the decoder used to drop ends the text
+    assert {"another", "heres", "some", "more"} <= last, done[0].text
     assert len(deltas) >= len(placed) - 1  # a delta per decoded segment, not one per window
