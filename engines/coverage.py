@@ -19,6 +19,7 @@ The functions here are pure: the decoder and the VAD are passed in (engines/whis
 
 from __future__ import annotations
 
+import difflib
 import logging
 import re
 import time
@@ -118,7 +119,9 @@ def is_hallucination(text: str, before: str = "", after: str = "") -> bool:
     """Whether a re-decoded stretch's text should be dropped rather than merged.
 
     Empty text, a stock silence phrase or subtitle credit, one phrase repeated, text Whisper's
-    own rule calls repetitive, or text that only repeats the words just before or after it.
+    own rule calls repetitive, or text that mostly repeats the segment just before or after it (most
+    of its words in the same order: the prompt talked the decoder into saying it again, or the words
+    were there and only their timestamps were not).
     """
     norm = normalize(text)
     if not norm:
@@ -130,8 +133,18 @@ def is_hallucination(text: str, before: str = "", after: str = "") -> bool:
         return True
     if compression_ratio(text.strip()) > COMPRESSION_RATIO_THRESHOLD:
         return True
-    padded = f" {norm} "
-    return any(padded in f" {normalize(ctx)} " for ctx in (before, after) if ctx)
+    return any(overlap(words, normalize(ctx).split()) >= REPEAT_SHARE for ctx in (before, after) if ctx)
+
+
+REPEAT_SHARE = 0.6  # a re-decode with this share of its words found, in order, in a neighbour repeats it
+
+
+def overlap(words: list[str], context: list[str]) -> float:
+    """The share of `words` found in `context` in the same order (difflib's matching blocks)."""
+    if not words:
+        return 0.0
+    matcher = difflib.SequenceMatcher(None, words, context, autojunk=False)
+    return sum(block.size for block in matcher.get_matching_blocks()) / len(words)
 
 
 def ensure_coverage(

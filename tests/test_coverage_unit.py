@@ -54,6 +54,10 @@ def test_guard_drops_text_its_neighbours_already_hold():
     assert is_hallucination(" liked best of all.", before=" the thing I liked best of all.")
     assert is_hallucination(" Hold on,", after=" Hold on, hold fast.")
     assert not is_hallucination(" hold fast", before=" Hold on,")
+    # Seen on the corpus: the prompt made a 1.4 s re-decode say the whole previous segment again.
+    assert is_hallucination(" Testar 2, 2, 3, 4, 5, 6, 7, 8.", before=" Testar 1, 2, 3, 4, 5, 6, 7, 8.")
+    assert not is_hallucination(" Montreal for Steleiner. Word, another word. Here's some more word, word.",
+                                before=" But Montreal for Steleiner.")
 
 
 def test_ensure_coverage_fills_the_gaps_in_order():
