@@ -37,6 +37,10 @@ class WhisperConfig(BaseModel):
     batch_size: int = Field(
         0, description="VAD chunks decoded per batch within a request (BatchedInferencePipeline); 0 = sequential."
     )
+    coverage_redecode: bool = Field(
+        True, description="Decode again any stretch of speech (1 s or more) that no decoded segment covers, and merge "
+        "it in order (engines/coverage.py); false = trust the decoder."
+    )
     window_seconds: float = Field(
         300.0, description="Audio longer than 1.25 x this is transcribed in windows of about this length, cut at quiet "
         "points, so memory stays bounded; 0 = never."

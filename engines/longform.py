@@ -42,6 +42,27 @@ def plan_windows(samples: np.ndarray, rate: int, window_seconds: float) -> list[
     return [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
 
 
+FIRST_PIECE_S = (3.0, 8.0)  # an early first window ends at the quietest moment in this range
+
+
+def split_first(samples: np.ndarray, rate: int, windows: list[tuple[int, int]],
+                piece: tuple[float, float] = FIRST_PIECE_S) -> list[tuple[int, int]]:
+    """`windows` with the first few seconds of the first one cut off as a window of their own.
+
+    Whisper's encoder costs the same for 1 s as for 30 s, but the decoder yields nothing of a
+    window until the whole window is decoded, so a stream's first text waits for ~30 s of
+    tokens. A short first window (cut at the quietest 100 ms between `piece` seconds, so a word
+    is rarely split) gets its text out after one encoder pass and a few tokens, for the price
+    of one more encoder pass over the file. Windows too short to gain from it are left alone.
+    """
+    a, b = windows[0]
+    low, high = a + int(piece[0] * rate), a + int(piece[1] * rate)
+    if b - a < 2 * int(piece[1] * rate):
+        return windows
+    cut = quietest_point(samples, low, high, max(1, int(FRAME_S * rate)))
+    return [(a, cut), (cut, b), *windows[1:]]
+
+
 def quietest_point(samples: np.ndarray, low: int, high: int, frame: int) -> int:
     """The middle of the lowest-energy frame in samples[low:high] (high when the range is too short)."""
     n = (high - low) // frame

@@ -290,6 +290,7 @@ class ModelRegistry:
             beam_size=cfg.beam_size,
             batch_size=cfg.batch_size,
             window_seconds=cfg.window_seconds,
+            coverage=cfg.coverage_redecode,
         )
         log.info("%s runs on %s/%s", spec.weights, engine.device, engine.compute_type)
         return engine

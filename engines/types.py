@@ -46,6 +46,9 @@ class TranscribeOptions:
     prefix: str | None = None
     beam_size: int | None = None
     fallback: bool = True
+    # Decode the first few seconds as a window of their own, so the first segment comes out
+    # sooner (a stream's first delta), at the cost of one more encoder pass (engines/longform.py).
+    early_first_segment: bool = False
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,19 @@ class AudioInfo:
     speech_duration: float  # seconds actually fed to the model (after VAD)
 
 
+@dataclass
+class CoverageStats:
+    """What the coverage guarantee (engines/coverage.py) did for one request, updated as it happens."""
+
+    redecoded: int = 0  # stretches no segment covered, decoded again, whose text was kept
+    redecoded_seconds: float = 0.0  # their speech, in seconds
+    dropped: int = 0  # stretches decoded again whose text the hallucination guard threw away
+    scanned_seconds: float = 0.0  # gap audio the check's VAD looked at
+    scan_wall_s: float = 0.0  # time spent in that VAD
+    redecode_wall_s: float = 0.0  # time spent decoding again
+    segment_ids: list[int] = field(default_factory=list)  # ids of the segments re-decoding added
+
+
 class TranscriptionStream:
     """Segments as the decoder produces them, plus what is known before decoding starts.
 
@@ -119,6 +135,7 @@ class TranscriptionStream:
         audio: AudioInfo,
         prompt_tokens: int,
         task: Task,
+        coverage: CoverageStats | None = None,
     ):
         self._segments = segments
         self.language = language
@@ -126,6 +143,16 @@ class TranscriptionStream:
         self.audio = audio
         self.prompt_tokens = prompt_tokens
         self.task = task
+        self.coverage = coverage if coverage is not None else CoverageStats()  # shared, updated while decoding
+
+    @property
+    def redecoded(self) -> int:
+        """Stretches of speech no segment covered that were decoded again (so far)."""
+        return self.coverage.redecoded
+
+    @property
+    def redecoded_seconds(self) -> float:
+        return self.coverage.redecoded_seconds
 
     def __iter__(self) -> Iterator[Segment]:
         return self._segments
@@ -154,6 +181,8 @@ class TranscriptionStream:
             prompt_tokens=self.prompt_tokens,
             task=self.task,
             segments=segments,
+            redecoded=self.coverage.redecoded,
+            redecoded_seconds=self.coverage.redecoded_seconds,
         )
 
 
@@ -162,7 +191,7 @@ class _DerivedStream(TranscriptionStream):
         self._source = source
         super().__init__(
             segments, language=source.language, language_probability=source.language_probability,
-            audio=source.audio, prompt_tokens=source.prompt_tokens, task=source.task,
+            audio=source.audio, prompt_tokens=source.prompt_tokens, task=source.task, coverage=source.coverage,
         )
 
     @property
@@ -195,6 +224,8 @@ class Transcript:
     prompt_tokens: int
     task: Task
     segments: list[Segment]
+    redecoded: int = 0  # stretches of speech no segment covered, decoded again (engines/coverage.py)
+    redecoded_seconds: float = 0.0
 
     @property
     def text(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import time
@@ -12,12 +13,13 @@ from typing import Iterator
 
 import numpy as np
 from faster_whisper import WhisperModel
-from faster_whisper.vad import VadOptions
+from faster_whisper.vad import VadOptions, get_speech_timestamps
 
 from engines.audio import Audio
 from engines.batched import transcribe_batched
+from engines.coverage import CoverageStats, ensure_coverage
 from engines.errors import UnsupportedOptionError
-from engines.longform import plan_windows, release_freed_memory
+from engines.longform import plan_windows, release_freed_memory, split_first
 from engines.types import (
     AudioInfo,
     Segment,
@@ -30,6 +32,9 @@ from engines.types import (
 log = logging.getLogger("oyez.whisper")
 
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+# The coverage check's own VAD (engines/coverage.py): tight edges and short pauses, so a gap
+# between segments is measured as speech only where someone speaks, whatever the request's VAD.
+COVERAGE_VAD = VadOptions(threshold=0.5, min_speech_duration_ms=250, min_silence_duration_ms=300, speech_pad_ms=100)
 
 
 class FasterWhisperEngine:
@@ -51,6 +56,7 @@ class FasterWhisperEngine:
         beam_size: int = 5,
         batch_size: int = 0,
         window_seconds: float = 300.0,
+        coverage: bool = True,
     ):
         self.model = WhisperModel(
             str(model_dir),
@@ -66,6 +72,7 @@ class FasterWhisperEngine:
         self.beam_size = beam_size
         self.batch_size = batch_size
         self.window_seconds = window_seconds
+        self.coverage = coverage  # decode again the speech no segment covers (engines/coverage.py)
         self._token_bytes = lru_cache(maxsize=None)(self._token_bytes_uncached)
         if self.device == "cuda":
             self._warm_up()
@@ -105,8 +112,17 @@ class FasterWhisperEngine:
             model.model = recorder
         duration = audio.duration
         windows = plan_windows(audio.samples, audio.sample_rate, self.window_seconds)
+        language, language_probability = options.language, None
+        if options.early_first_segment:
+            planned, windows = windows, split_first(audio.samples, audio.sample_rate, windows)
+            if windows != planned and language is None and self.multilingual:
+                # The short first window would decide the language for the whole file: detect it on
+                # up to 30 s, as a whole first window would have (the piece's own detection is skipped).
+                language, language_probability = self._detect_language(audio, planned[0], options.vad)
         a, b = windows[0]
-        segments, info = self._run(model, audio.samples[a:b], options, options.language, options.prompt)
+        segments, info = self._run(model, audio.samples[a:b], options, language, options.prompt)
+        if language_probability is not None:
+            info = dataclasses.replace(info, language_probability=language_probability)
         prompt_tokens = len(self._encode(" " + options.prompt.strip())) if options.prompt else 0
         if len(windows) == 1:
             converted = self._convert(segments, duration, recorder, options.word_timestamps)
@@ -115,6 +131,16 @@ class FasterWhisperEngine:
                 stream.audio = AudioInfo(duration=duration, speech_duration=speech)
 
             converted = self._windowed(model, audio, windows, (segments, info), options, recorder, progress)
+        stats = CoverageStats()
+        if self.coverage:
+            converted = ensure_coverage(
+                converted,
+                duration=duration,
+                find_speech=lambda a, b: _speech(audio, a, b),
+                redecode=lambda a, b, prompt: self._redecode(audio, a, b, prompt, options, info.language),
+                stats=stats,
+                prompt=options.prompt or "",
+            )
         stream = TranscriptionStream(
             converted,
             language=info.language,
@@ -122,8 +148,37 @@ class FasterWhisperEngine:
             audio=AudioInfo(duration=duration, speech_duration=float(info.duration_after_vad or 0.0)),
             prompt_tokens=prompt_tokens,
             task=options.task,
+            coverage=stats,
         )
         return stream
+
+    def _redecode(self, audio: Audio, start: float, end: float, prompt: str, options: TranscribeOptions,
+                  language: str) -> list[Segment]:
+        """Decode audio[start:end] (seconds) on its own, no VAD, after `prompt`; times on the file's timeline."""
+        model, recorder = self.model, None
+        if options.token_logprobs:  # its own recorder: the main decode's alignments stay in order
+            model = copy.copy(self.model)
+            recorder = _AlignRecorder(self.model.model)
+            model.model = recorder
+        rate = audio.sample_rate
+        a, b = int(start * rate), int(end * rate)
+        temperatures = list(FALLBACK_TEMPERATURES if options.temperature == 0 else (options.temperature,))
+        segments, _ = model.transcribe(
+            audio.samples[a:b], language=language, task=options.task, beam_size=self.beam_size,
+            initial_prompt=prompt or None, word_timestamps=options.word_timestamps or options.token_logprobs,
+            temperature=temperatures, vad_filter=False,
+        )
+        return list(self._convert(segments, b / rate, recorder, options.word_timestamps, offset=a / rate))
+
+    def _detect_language(self, audio: Audio, window: tuple[int, int], vad) -> tuple[str, float]:
+        a, b = window
+        b = min(b, a + 60 * audio.sample_rate)  # VAD may keep less than half of it
+        vad_options = VadOptions(threshold=vad.threshold, speech_pad_ms=vad.speech_pad_ms,
+                                 min_silence_duration_ms=vad.min_silence_duration_ms) if vad is not None else None
+        language, probability, _ = self.model.detect_language(
+            audio.samples[a:b], vad_filter=vad is not None, vad_parameters=vad_options
+        )
+        return language, float(probability)
 
     def _run(self, model: WhisperModel, samples: np.ndarray, options: TranscribeOptions, language, prompt):
         """One faster-whisper call over `samples` (a whole file or one window of it)."""
@@ -166,7 +221,7 @@ class FasterWhisperEngine:
         rate, duration, total = audio.sample_rate, audio.duration, len(windows)
         started = time.monotonic()
         index, speech = 0, 0.0
-        log.info("long audio: %.0f s in %d windows", duration, total)
+        log.info("%.0f s of audio in %d windows", duration, total)
         for number, (a, b) in enumerate(windows):
             if number == 0:
                 segments, info = first
@@ -179,7 +234,7 @@ class FasterWhisperEngine:
                 yield seg
             progress(speech)
             release_freed_memory()
-            log.info("long audio: window %d/%d done (%.0f of %.0f s) after %.1f s",
+            log.info("window %d/%d done (%.0f of %.0f s) after %.1f s",
                      number + 1, total, b / rate, duration, time.monotonic() - started)
 
     def check(self, options: TranscribeOptions) -> None:
@@ -303,6 +358,14 @@ def _find(haystack: list[int], needle: list[int], start: int) -> int:
         if haystack[i : i + n] == needle:
             return i
     return -1
+
+
+def _speech(audio: Audio, start: float, end: float) -> list[tuple[float, float]]:
+    """Silero VAD's speech spans in audio[start:end] (seconds), on the file's timeline."""
+    rate = audio.sample_rate
+    a = int(start * rate)
+    found = get_speech_timestamps(audio.samples[a:int(end * rate)], COVERAGE_VAD, sampling_rate=rate)
+    return [((a + ts["start"]) / rate, (a + ts["end"]) / rate) for ts in found]
 
 
 def _clamp(value: float, low: float, high: float) -> float:

@@ -56,6 +56,13 @@ class Metrics:
             "oyez_queue_wait_seconds", "Time a request waited for a decode slot.", ["model"],
             buckets=LATENCY_BUCKETS, registry=r,
         )
+        self.redecoded = Counter(
+            "oyez_redecoded_segments", "Stretches of speech no decoded segment covered, decoded again and kept "
+            "(engines/coverage.py).", ["model"], registry=r,
+        )
+        self.redecoded_seconds = Counter(
+            "oyez_redecoded_seconds", "Seconds of speech decoded again by the coverage guarantee.", ["model"], registry=r,
+        )
         self.running = Gauge("oyez_decodes_running", "Decodes running now.", ["model"], registry=r)
         if models is not None:
             r.register(_ModelCollector(models))
@@ -73,6 +80,11 @@ class Metrics:
         self.audio_seconds.labels(model).inc(audio_s)
         if audio_s > 0:
             self.rtf.labels(model).observe(run_s / audio_s)
+
+    def observe_coverage(self, model: str, redecoded: int, seconds: float) -> None:
+        """What the coverage guarantee re-decoded for one request (TranscriptionStream/Transcript.redecoded)."""
+        self.redecoded.labels(model).inc(redecoded)
+        self.redecoded_seconds.labels(model).inc(seconds)
 
     def observe_response(self, endpoint: str, model: str, response_format: str, status: int, code: str | None) -> None:
         self.requests.labels(endpoint, model, response_format, str(status)).inc()

@@ -45,6 +45,8 @@ class RequestInfo:
     audio_s: float | None = None
     queue_wait_s: float | None = None
     run_s: float | None = None
+    redecoded: int | None = None  # stretches of speech the coverage guarantee decoded again
+    redecoded_s: float | None = None
 
 
 def request_info(request: Request) -> RequestInfo:
@@ -113,6 +115,8 @@ class RequestLogMiddleware:
             "audio_s": _round(info.audio_s),
             "queue_wait_s": _round(info.queue_wait_s),
             "run_s": _round(info.run_s),
+            "redecoded": info.redecoded,
+            "redecoded_s": _round(info.redecoded_s),
             "total_s": _round(total_s),
             "error_code": code,
         }

@@ -137,6 +137,7 @@ FLAT_ALIASES: dict[str, tuple[str, str]] = {
     "OYEZ_BEAM_SIZE": ("whisper", "beam_size"),
     "OYEZ_BATCH_SIZE": ("whisper", "batch_size"),
     "OYEZ_WINDOW_SECONDS": ("whisper", "window_seconds"),
+    "OYEZ_COVERAGE_REDECODE": ("whisper", "coverage_redecode"),
     "OYEZ_DIARIZATION_PIPELINE": ("diarization", "pipeline"),
     "OYEZ_HF_TOKEN": ("diarization", "hf_token"),
     "OYEZ_DIARIZATION_THREADS": ("diarization", "threads"),

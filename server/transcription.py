@@ -140,9 +140,10 @@ class TranscriptionService:
         )
 
     async def respond(self, request: Request, job: Job, run: Run, info: RequestInfo) -> Response:
+        decoding = self.decoding(job, run, request)
         async with run.held:
-            transcript = await self.decoding(job, run, request).collect()
-        self.finished(job, run, info)
+            transcript = await decoding.collect()
+        self.finished(job, run, info, decoding)
         if transcript is None:  # the client went away; nobody reads the answer
             return Response(status_code=499)
         response = render(
@@ -158,27 +159,32 @@ class TranscriptionService:
     def stream(self, job: Job, run: Run, info: RequestInfo) -> Response:
         builder = EventBuilder(job.req.include_logprobs, segment_events=job.req.response_format == "diarized_json")
 
+        decoding = self.decoding(job, run)
+
         async def events():
             try:
-                async for message in stream_events(self.decoding(job, run), builder, error_body):
+                async for message in stream_events(decoding, builder, error_body):
                     yield message
             finally:
                 await run.held.aclose()  # the slot is held until the last event
-                self.finished(job, run, info)
+                self.finished(job, run, info, decoding)
 
         return HeldEventSourceResponse(
             events(), release=run.held.aclose, ping=self.settings.sse_keepalive_seconds, sep="\n",
             headers=self.timing_headers(run, with_processing=False),
         )
 
-    def finished(self, job: Job, run: Run, info: RequestInfo) -> None:
+    def finished(self, job: Job, run: Run, info: RequestInfo, decoding: Decoding) -> None:
         ticket = run.ticket
         info.run_s = ticket.run_s
         self.metrics.observe_run(job.model.id, ticket.run_s, run.audio.duration)
+        if decoding.stream is not None:  # what the coverage guarantee decoded again (engines/coverage.py)
+            info.redecoded, info.redecoded_s = decoding.stream.redecoded, decoding.stream.redecoded_seconds
+            self.metrics.observe_coverage(job.model.id, info.redecoded, info.redecoded_s)
         log.info(
-            "%s model=%s format=%s stream=%s audio=%.2fs queued=%.2fs ran=%.2fs",
+            "%s model=%s format=%s stream=%s audio=%.2fs queued=%.2fs ran=%.2fs redecoded=%s",
             job.task, job.model.id, job.req.response_format, job.req.stream, run.audio.duration,
-            ticket.queue_wait_s, ticket.run_s,
+            ticket.queue_wait_s, ticket.run_s, info.redecoded,
         )
 
     @staticmethod

@@ -62,4 +62,5 @@ def transcribe_options(req: TranscriptionRequest, model: Capabilities, vad_by_de
         word_timestamps=req.response_format == "verbose_json" and "word" in req.granularities,
         token_logprobs=req.include_logprobs,
         vad=vad,
+        early_first_segment=req.stream,  # a stream's first delta comes sooner
     )

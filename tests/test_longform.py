@@ -121,3 +121,18 @@ def test_chunks_merge_speech_up_to_thirty_seconds():
     assert len(chunks) == 2 and all(b - a <= 30.0 for a, b in chunks)
     assert chunks[0][0] < 1.0 and chunks[1][1] > len(x) / RATE - 1.5
     assert plan_chunks(np.zeros(65 * RATE, np.float32), None) == [(0.0, 30.0), (30.0, 60.0), (60.0, 65.0)]
+
+
+def test_early_first_window_is_cut_in_a_pause_of_the_first_seconds():
+    from engines.longform import split_first
+
+    # 5.5 s of "speech", 0.4 s of silence, then 40 s more: the first window ends in that silence.
+    x = np.concatenate([speechlike(5.5, 1), np.zeros(int(0.4 * RATE), dtype=np.float32), speechlike(40, 2)])
+    windows = split_first(x, RATE, [(0, len(x))])
+    assert len(windows) == 2 and windows[0][0] == 0 and windows[1][1] == len(x)
+    assert windows[0][1] == windows[1][0] and 5.5 * RATE <= windows[0][1] <= 5.9 * RATE
+    long = plan_windows(speechlike(200, 3), RATE, 60)
+    split = split_first(speechlike(200, 3), RATE, long)
+    assert split[2:] == long[1:] and split[1][1] == long[0][1]  # only the first window is cut
+    short = speechlike(12, 4)
+    assert split_first(short, RATE, [(0, len(short))]) == [(0, len(short))]  # too short to gain from it
