@@ -115,7 +115,7 @@ def test_deltas_arrive_while_later_audio_decodes(http, server):
     assert "ask not what your country can do for you" in events[-1]["text"]
 
 
-def idle_cpu(server, seconds: float = 3.0) -> float:
+def idle_cpu(server, seconds: float = 5.0) -> float:
     """The server's CPU time over `seconds` of wall time."""
     before = server.cpu_seconds()
     time.sleep(seconds)
@@ -137,7 +137,7 @@ def test_client_disconnect_stops_decoding(server, http, client):
     assert http.get("/ready").json()["pools"]["base"]["running"] == 0
     assert "stream ended early" in server.log_text()
     # A decode still running (in any thread) would burn a core: an idle server uses next to no CPU.
-    assert idle_cpu(server) < 0.3
+    assert idle_cpu(server) < 0.15  # measured idle: 0.01-0.03 s in 5 s
     # The model's only worker is free again: the next request is answered at once, correctly.
     result = client.audio.transcriptions.create(file=open(JFK, "rb"), model="whisper-1")
     assert wer(REFS["jfk.wav"], result.text) <= 0.10

@@ -137,7 +137,7 @@ def seconds_to_decode_for(server: Server, decode_s: float, cap: float = 900.0) -
     return min(cap, max(60.0, decode_s / max(per_audio_second, 1e-4)))
 
 
-def idle_cpu(server: Server, seconds: float = 3.0) -> float:
+def idle_cpu(server: Server, seconds: float = 5.0) -> float:
     before = server.cpu_seconds()
     time.sleep(seconds)
     return server.cpu_seconds() - before
@@ -342,7 +342,7 @@ def test_client_hang_up_stops_a_non_streamed_decode_with_499(promised):
     line = wait_for_line(promised, r"^.*request_id=hangup-499 .*$").group(0)
     assert "status=499" in line, line
     assert value(scrape(promised.http), "oyez_decodes_running", model="whisper-1") == 0  # its slot is free
-    assert idle_cpu(promised) < 0.3  # no decode left running in any thread
+    assert idle_cpu(promised) < 0.15  # no decode left running in any thread
 
 
 def test_no_prompt_or_transcript_is_ever_logged(promised):
@@ -382,7 +382,7 @@ def test_a_decode_past_the_request_timeout_is_504_and_stops(promised, strict):
     err = assert_envelope(r, 504, code="timeout")
     assert "1 seconds" in err["message"]
     assert value(scrape(strict.http), "oyez_decodes_running", model="whisper-1") == 0
-    assert idle_cpu(strict) < 0.3  # stopped at the deadline, not decoding on unseen
+    assert idle_cpu(strict) < 0.15  # stopped at the deadline, not decoding on unseen
     with pytest.raises(openai.APIStatusError) as info:  # the SDK sees it as a server error, status 504
         sdk(strict).audio.transcriptions.create(file=("long.wav", audio, "audio/wav"), model="whisper-1")
     assert info.value.status_code == 504
