@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("pyannote.audio")
 
-from tests.helpers import DATA, assert_timeline, read_wav, wav_bytes  # noqa: E402
+from tests.helpers import DATA, assert_timeline, read_wav, shared  # noqa: E402
 
 SAMPLE = DATA / "diarization" / "sample.wav"
 CONFIG = """\
@@ -100,27 +100,35 @@ def test_settings_load_the_directory_with_pyannotes_loader(pipeline_dir):
 
 
 def test_the_server_diarizes_with_it_and_names_a_known_speaker(pipeline_dir, tmp_path):
+    """Two LibriSpeech readers taking turns; one is enrolled with a clip of another chapter sentence of hers
+    (1998-15444-0004, not in the mix): her turns carry her name, the other reader's never do."""
     from openai import OpenAI
 
     from tests.conftest import start_server, stop_server
+    from tests.diarization_scoring import read_rttm
 
+    mix = shared("diarization/constructed/mix_2spk_mf.wav")
+    enrolment = shared("diarization/constructed/refs/LS1998_ref1.flac")
+    turns = read_rttm(mix.with_suffix(".rttm"))
     proc, url = start_server({"OYEZ_PRELOAD": "[]", "OYEZ_DIARIZATION_PIPELINE": str(pipeline_dir)},
                              tmp_path / "server.log")
     try:
-        client = OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=300)
-        # 3 s of the first caller (speaker90 in the RTTM: 10.57-14.70 s), cut from the call itself.
-        reference = wav_bytes(read_wav(SAMPLE)[11 * 16000 : 14 * 16000])
-        with SAMPLE.open("rb") as fh:
+        client = OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=600)
+        with mix.open("rb") as fh:
             result = client.audio.transcriptions.create(
                 model="gpt-4o-transcribe-diarize", file=fh, response_format="diarized_json",
-                extra_body={"known_speaker_names": ["diane"],
-                            "known_speaker_references": ["data:audio/wav;base64," + base64.b64encode(reference).decode()]},
+                extra_body={"known_speaker_names": ["sonja"],
+                            "known_speaker_references": ["data:audio/flac;base64,"
+                                                         + base64.b64encode(enrolment.read_bytes()).decode()]},
             )
         segments = result.model_dump()["segments"]
-        assert_timeline(segments, 30.0)
-        assert {s["speaker"] for s in segments} == {"diane", "A"}
-        during = [s["speaker"] for s in segments if s["start"] >= 10.6 and s["end"] <= 14.4]
-        assert during and set(during) == {"diane"}
+        assert_timeline(segments, 41.0)
+        assert {s["speaker"] for s in segments} == {"sonja", "A"}
+        for s in segments:  # each segment lies in one reader's turn; its name must be that reader's
+            middle = (s["start"] + s["end"]) / 2
+            reader = [label for seg, _, label in turns.itertracks(yield_label=True) if seg.start <= middle <= seg.end]
+            if reader:
+                assert (s["speaker"] == "sonja") == (reader[0] == "LS1998"), (s, reader)
         assert "diarization pipeline (" + str(pipeline_dir) in (tmp_path / "server.log").read_text()
     finally:
         stop_server(proc)
