@@ -33,7 +33,9 @@ def start(tmp_path: Path, **env) -> tuple[subprocess.Popen, str, Path]:
     oyez = Path(sys.executable).with_name("oyez")
     proc = subprocess.Popen(
         [str(oyez), "serve", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT, env={**os.environ, "OYEZ_PRELOAD": '["whisper-1"]', "OYEZ_DEFAULT_WEIGHTS": "tiny.en", **env},
+        # PYTHONPATH: the script imports this checkout's server, not whatever tree the package was installed from.
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+                       "OYEZ_PRELOAD": '["whisper-1"]', "OYEZ_DEFAULT_WEIGHTS": "tiny.en", **env},
         stdout=open(log, "w"), stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
