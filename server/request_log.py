@@ -26,7 +26,8 @@ log = logging.getLogger("oyez.request")
 SCOPE_KEY = "oyez.request"
 HEADER = "x-request-id"
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_QUIET_PATHS = ("/health", "/ready", "/metrics")  # probes and scrapes: logged at debug only
+_QUIET_PATHS = ("/health", "/ready", "/metrics")
+CONTENT_LOGGERS = ("sse_starlette",)  # libraries whose debug lines carry request or response content  # probes and scrapes: logged at debug only
 _ENDPOINTS = {
     "/v1/audio/transcriptions": "transcriptions",
     "/v1/audio/translations": "translations",
@@ -176,3 +177,7 @@ def configure_logging(level: str, fmt: str) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # Prompts and transcripts are never logged, at any level: sse-starlette logs every event it sends
+    # (the transcript, piece by piece) at debug, so its logger never goes below info.
+    for name in CONTENT_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.INFO, root.level))

@@ -46,7 +46,7 @@ class Ticket:
 
     pool: str
     model: str
-    admitted_at: float = field(default_factory=time.monotonic)
+    admitted_at: float = field(default_factory=lambda: time.monotonic())  # looked up per call: tests move the clock
     started_at: float | None = None
     finished_at: float | None = None
     _waiter: asyncio.Future | None = None

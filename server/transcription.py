@@ -182,9 +182,9 @@ class TranscriptionService:
             info.redecoded, info.redecoded_s = decoding.stream.redecoded, decoding.stream.redecoded_seconds
             self.metrics.observe_coverage(job.model.id, info.redecoded, info.redecoded_s)
         log.info(
-            "%s model=%s format=%s stream=%s audio=%.2fs queued=%.2fs ran=%.2fs redecoded=%s",
+            "%s model=%s format=%s stream=%s audio=%.2fs redecoded=%s queued=%.2fs ran=%.2fs",
             job.task, job.model.id, job.req.response_format, job.req.stream, run.audio.duration,
-            ticket.queue_wait_s, ticket.run_s, info.redecoded,
+            info.redecoded, ticket.queue_wait_s, ticket.run_s,
         )
 
     @staticmethod

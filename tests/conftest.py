@@ -22,7 +22,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(env_overrides: dict[str, str], log_path) -> tuple[subprocess.Popen, str]:
+def start_server(env_overrides: dict[str, str], log_path, up: str = "/ready") -> tuple[subprocess.Popen, str]:
+    """Start `python -m server serve` and return once `up` answers 200 (`/health` for a server that is not ready)."""
     port = _free_port()
     env = {**os.environ, "OYEZ_LOG_LEVEL": "info", **env_overrides}
     log = open(log_path, "w")
@@ -36,7 +37,7 @@ def start_server(env_overrides: dict[str, str], log_path) -> tuple[subprocess.Po
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}; see {log_path}")
         try:
-            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+            if httpx.get(f"{url}{up}", timeout=2).status_code == 200:
                 return proc, url
         except httpx.HTTPError:
             pass
@@ -53,6 +54,11 @@ def stop_server(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
 @dataclass
 class Server:
     url: str
@@ -64,6 +70,10 @@ class Server:
 
     def open_files(self) -> int:
         return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+    def cpu_seconds(self) -> float:
+        """CPU time the server process has used so far (user + system, all threads)."""
+        return cpu_seconds(self.pid)
 
     def threads(self) -> int:
         status = Path(f"/proc/{self.pid}/status").read_text()

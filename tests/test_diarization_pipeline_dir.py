@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("pyannote.audio")
 
-from tests.helpers import DATA, assert_timeline, read_wav, wav_bytes  # noqa: E402
+from tests.helpers import DATA, assert_timeline, read_wav, shared  # noqa: E402
 
 SAMPLE = DATA / "diarization" / "sample.wav"
 CONFIG = """\
@@ -99,28 +99,55 @@ def test_settings_load_the_directory_with_pyannotes_loader(pipeline_dir):
     assert vector.shape == (192,) and abs(np.linalg.norm(vector) - 1) < 1e-6
 
 
-def test_the_server_diarizes_with_it_and_names_a_known_speaker(pipeline_dir, tmp_path):
+@pytest.fixture(scope="module")
+def named(pipeline_dir, tmp_path_factory):
+    """Two LibriSpeech readers taking turns, diarized through the server with the pipeline directory, one of
+    them enrolled with a clip of another sentence of hers (1998-15444-0004, not in the mix). Returns the
+    segments and, per reader, the seconds of her/his turns covered by segments and by segments named "sonja"."""
     from openai import OpenAI
 
     from tests.conftest import start_server, stop_server
+    from tests.diarization_scoring import read_rttm
 
-    proc, url = start_server({"OYEZ_PRELOAD": "[]", "OYEZ_DIARIZATION_PIPELINE": str(pipeline_dir)},
-                             tmp_path / "server.log")
+    mix = shared("diarization/constructed/mix_2spk_mf.wav")
+    enrolment = shared("diarization/constructed/refs/LS1998_ref1.flac")
+    turns = read_rttm(mix.with_suffix(".rttm"))
+    log = tmp_path_factory.mktemp("pipeline_server") / "server.log"
+    proc, url = start_server({"OYEZ_PRELOAD": "[]", "OYEZ_DIARIZATION_PIPELINE": str(pipeline_dir)}, log)
     try:
-        client = OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=300)
-        # 3 s of the first caller (speaker90 in the RTTM: 10.57-14.70 s), cut from the call itself.
-        reference = wav_bytes(read_wav(SAMPLE)[11 * 16000 : 14 * 16000])
-        with SAMPLE.open("rb") as fh:
+        client = OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=900)
+        with mix.open("rb") as fh:
             result = client.audio.transcriptions.create(
                 model="gpt-4o-transcribe-diarize", file=fh, response_format="diarized_json",
-                extra_body={"known_speaker_names": ["diane"],
-                            "known_speaker_references": ["data:audio/wav;base64," + base64.b64encode(reference).decode()]},
+                extra_body={"known_speaker_names": ["sonja"],
+                            "known_speaker_references": ["data:audio/flac;base64,"
+                                                         + base64.b64encode(enrolment.read_bytes()).decode()]},
             )
-        segments = result.model_dump()["segments"]
-        assert_timeline(segments, 30.0)
-        assert {s["speaker"] for s in segments} == {"diane", "A"}
-        during = [s["speaker"] for s in segments if s["start"] >= 10.6 and s["end"] <= 14.4]
-        assert during and set(during) == {"diane"}
-        assert "diarization pipeline (" + str(pipeline_dir) in (tmp_path / "server.log").read_text()
     finally:
         stop_server(proc)
+    assert "diarization pipeline (" + str(pipeline_dir) in log.read_text()
+    segments = result.model_dump()["segments"]
+    covered = {"LS1998": 0.0, "LS1688": 0.0}
+    as_sonja = {"LS1998": 0.0, "LS1688": 0.0}
+    for s in segments:
+        for turn, _, reader in turns.itertracks(yield_label=True):
+            overlap = max(0.0, min(s["end"], turn.end) - max(s["start"], turn.start))
+            covered[reader] += overlap
+            as_sonja[reader] += overlap if s["speaker"] == "sonja" else 0.0
+    return segments, covered, as_sonja
+
+
+def test_the_server_diarizes_with_it_and_names_a_known_speaker(named):
+    segments, covered, as_sonja = named
+    assert_timeline(segments, 41.0)
+    assert {s["speaker"] for s in segments} == {"sonja", "A"}
+    assert as_sonja["LS1998"] >= 0.75 * covered["LS1998"], (as_sonja, covered)  # her speech carries her name
+
+
+@pytest.mark.xfail(
+    reason="found with an enrolment clip from outside the mix (issue 18): 5.4 s of the other reader's 11.3 s were "
+           "named sonja too (an earlier run also named his 3.6-5.4 s sonja); the pipeline-directory diarization or "
+           "the naming needs work", strict=False)
+def test_the_other_reader_does_not_get_her_name(named):
+    _, covered, as_sonja = named
+    assert as_sonja["LS1688"] <= 0.25 * covered["LS1688"], (as_sonja, covered)

@@ -23,8 +23,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import Server, start_server, stop_server
-from tests.helpers import DATA, SHARED, read_tsv, references, wav_bytes, wer
+from tests.helpers import DATA, SHARED, normalize, read_tsv, references, wav_bytes, wer
 from tests.test_api_errors import assert_envelope
+from tests.test_operations import scrape, value
 
 JFK = DATA / "jfk.wav"
 BODY_TIMEOUT = 4.0
@@ -118,9 +119,14 @@ def test_shared_edge_cases(hostile, row):
     elif name == "p001_corrupt_last_frame.flac":
         assert r.status_code == 200 and wer(expected.split(" (")[0], r.json()["text"]) <= 0.25, r.text
     elif name == "stereo_two_talkers.wav":
-        assert r.status_code == 200 and r.json()["text"].strip(), r.text  # two voices mixed to mono: some text
+        # Two voices at once, mixed to mono: the louder left channel's sentence comes through, at least its end
+        # ("... who had vanished behind the curtain on the left"); the right one ("The horizon seems extremely
+        # distant") is mostly drowned.
+        left = expected.split(" | ")[0].removeprefix("LEFT: ")
+        assert r.status_code == 200 and "behind the curtain on the left" in normalize(r.json()["text"]), r.text
+        assert wer(left, r.json()["text"]) <= 0.8, r.text
     elif name == "hotwords_comfyui.mp3":
-        assert r.status_code == 200 and r.json()["text"].strip(), r.text
+        assert r.status_code == 200 and "comfy" in r.json()["text"].lower(), r.text  # "ComfyUI", said twice
     else:
         pytest.fail(f"no expectation written for {name}")
 
@@ -137,7 +143,7 @@ def test_random_bytes_with_audio_extensions(hostile, ext):
 def test_random_bytes_behind_a_real_header(hostile):
     content = wav_header(data_size=64_000) + random.Random(1).randbytes(64_000)
     r = upload(hostile.http, content)  # noise that decodes as PCM: a valid, meaningless recording
-    assert r.status_code == 200, r.text
+    assert r.status_code == 200 and r.json()["text"] == "", r.text  # white noise: no speech, no made-up words
 
 
 @pytest.mark.parametrize("fraction", [0.02, 0.5])
@@ -145,10 +151,17 @@ def test_truncated_files_keep_what_decodes_or_fail_cleanly(hostile, fraction):
     for source in (DATA / "p001.mp3", JFK) if fraction < 0.1 else (DATA / "p001.mp3",):
         data = source.read_bytes()
         r = upload(hostile.http, data[: int(len(data) * fraction)], name=source.name)
-        if r.status_code == 200:
-            assert isinstance(r.json()["text"], str)
-        else:
-            assert_envelope(r, 400, "file", "invalid_audio")
+        if fraction < 0.1:  # a fifth of a second: no word in it, or too little to decode at all
+            if r.status_code == 200:
+                assert r.json()["text"] == "", r.text
+            else:
+                assert_envelope(r, 400, "file", "invalid_audio")
+            continue
+        # Half of "One. From fairest creatures we desire increase, | that thereby beauty's rose might never die."
+        assert r.status_code == 200, r.text
+        words = set(normalize(r.json()["text"]).split())
+        assert len(words & {"from", "fairest", "creatures"}) >= 2, r.text  # the first half is there
+        assert not words & {"beautys", "rose", "never", "die"}, r.text  # and nothing of the cut-off second half
 
 
 def test_mislabeled_files_are_read_from_their_bytes(hostile):
@@ -161,10 +174,11 @@ def test_mislabeled_files_are_read_from_their_bytes(hostile):
 def test_header_claiming_hours_of_audio(hostile):
     """The header's sizes promise about 37 hours; only one second follows. No hang, no huge buffer."""
     one_second = wav_bytes(np.zeros(16000, dtype=np.float32))[44:]
-    started = time.monotonic()
-    r = upload(hostile.http, wav_header() + one_second)
-    assert time.monotonic() - started < 60
+    before = rss_mib(hostile.pid)
+    r = upload(hostile.http, wav_header() + one_second)  # the client's 120 s timeout fails a hang
     assert r.status_code == 200 and r.json()["text"] == "", r.text
+    assert r.json()["usage"]["seconds"] == 1  # the samples that are there, not the 37 hours claimed
+    assert rss_mib(hostile.pid) - before < 200  # no buffer sized from the header's claim (37 h would be 8 GB)
 
 
 @pytest.mark.parametrize(
@@ -175,8 +189,10 @@ def test_header_claiming_hours_of_audio(hostile):
 )
 def test_absurd_headers(hostile, header):
     r = upload(hostile.http, header + b"\0" * 2000)
-    if r.status_code != 200:
-        assert_envelope(r, 400, "file")
+    if r.status_code == 200:  # read somehow: it holds only zeros, so no words
+        assert r.json()["text"] == "", r.text
+    else:  # undecodable, or (2,100 bytes at 1 Hz) 35 minutes long, over this server's 10-minute limit
+        assert assert_envelope(r, 400, "file")["code"] in ("invalid_audio", "audio_too_long"), r.text
 
 
 def test_decompression_bomb_hits_the_duration_limit(hostile):
@@ -241,7 +257,7 @@ def test_huge_and_unicode_prompts(hostile):
     # 300 kB of varied words: Whisper keeps only the prompt's last 223 tokens; the rest must cost nothing.
     words = random.Random(3).choices(["alpha", "Oyez", "bravo", "Kennedy", "country", "ask", "fellow", "ünï"], k=50_000)
     r = upload(http, JFK.read_bytes(), data={"model": "whisper-1", "prompt": " ".join(words)})
-    assert r.status_code == 200 and isinstance(r.json()["text"], str), r.text
+    assert r.status_code == 200 and wer(references()["jfk.wav"], r.json()["text"]) <= 0.35, r.text
     # Invalid UTF-8 in a text field is replaced, not a crash.
     files = [("file", ("a.wav", JFK.read_bytes(), "audio/wav")), ("model", (None, b"whisper-1")),
              ("language", (None, b"\xff\xfe\xc3("))]
@@ -298,29 +314,54 @@ def test_lying_content_length_is_refused_before_reading(hostile):
 
 
 def test_chunked_upload_past_the_limit_is_cut_off(hostile):
-    """No Content-Length: the bytes are counted as they arrive and the upload stops at the limit."""
-    before = hostile.http.get("/metrics").text.count("\n")
-    sent = 0
+    """No Content-Length: the bytes are counted as they arrive and the upload stops at the limit.
 
-    def body():
-        nonlocal sent
-        yield b'--b\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper-1\r\n'
-        yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="big.wav"\r\n\r\n'
-        chunk = b"\0" * 2**20
-        for _ in range(60):  # 60 MB offered
-            sent += len(chunk)
-            yield chunk
-
-    try:
-        r = hostile.http.post("/v1/audio/transcriptions", content=body(),
-                              headers={"content-type": "multipart/form-data; boundary=b"})
-        assert_envelope(r, 413, "file", "request_too_large")
-    except (httpx.WriteError, httpx.RemoteProtocolError, httpx.ReadError):
-        pass  # the server answered and closed while the client was still writing
-    assert before  # the metrics endpoint worked before
-    metrics = hostile.http.get("/metrics").text
-    assert 'oyez_errors_total{code="request_too_large",status="413"}' in metrics
-    assert sent < 60 * 2**20 or "request_too_large" in metrics
+    100 MB are offered in 1 MB chunks while the reply is watched for. The 413 must come back while the
+    client is still sending, near the 25 MB limit: a server that spooled the whole body and checked
+    its size afterwards would answer only after all 100 MB had gone.
+    """
+    offered, chunk = 100, 2**20
+    before = scrape(hostile.http)
+    host, port = hostile.url.removeprefix("http://").split(":")
+    sent, reply = 0, b""
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        s.sendall(b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
+                  b"boundary=b\r\nTransfer-Encoding: chunked\r\n\r\n")
+        head = (b'--b\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper-1\r\n'
+                b'--b\r\nContent-Disposition: form-data; name="file"; filename="big.wav"\r\n\r\n')
+        s.sendall(b"%x\r\n%s\r\n" % (len(head), head))
+        frame = b"%x\r\n%s\r\n" % (chunk, b"\0" * chunk)
+        for _ in range(offered):
+            try:
+                s.sendall(frame)
+            except OSError:  # the server answered and closed while we were still writing
+                break
+            sent += chunk
+            s.setblocking(False)
+            try:
+                reply += s.recv(65536)
+            except (BlockingIOError, OSError):
+                pass
+            s.setblocking(True)
+            if reply:
+                break
+        s.settimeout(30)
+        while b"request_too_large" not in reply:
+            try:
+                data = s.recv(65536)
+            except OSError:
+                break
+            if not data:
+                break
+            reply += data
+    assert reply.startswith(b"HTTP/1.1 413"), reply[:300]
+    assert b'"code":"request_too_large"' in reply
+    # Answered near the limit (25 MB + socket buffers), long before the 100 MB offered were sent.
+    assert sent < 50 * 2**20, f"{sent / 2**20:.0f} MB sent before the 413"
+    key = 'oyez_errors_total'
+    after = scrape(hostile.http)
+    assert value(after, key, status="413", code="request_too_large") - value(before, key, status="413",
+                                                                            code="request_too_large") == 1
 
 
 def trickle(url: str, seconds: float) -> tuple[bytes, float]:
@@ -353,16 +394,32 @@ def test_slow_upload_gets_408_and_is_dropped(hostile):
     reply, elapsed = trickle(hostile.url, BODY_TIMEOUT + 20)
     assert reply.startswith(b"HTTP/1.1 408"), reply[:300]
     assert b'"code":"request_timeout"' in reply
-    assert BODY_TIMEOUT - 0.5 <= elapsed < BODY_TIMEOUT + 10
+    # Not before the deadline; and while the client was still trickling (it would go on for 20 s more).
+    assert elapsed >= BODY_TIMEOUT - 0.5
 
 
 def test_client_that_hangs_up_mid_upload(hostile):
+    """Five clients send 2 MB of a promised 5 MB (spooled to disk past 1 MB) and hang up: each is logged as
+    gone (499), and its spooled file and connection are gone too."""
+    before = scrape(hostile.http)
     host, port = hostile.url.removeprefix("http://").split(":")
     for _ in range(5):
         with socket.create_connection((host, int(port)), timeout=10) as s:
             s.sendall(b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
                       b"boundary=b\r\nContent-Length: 5000000\r\n\r\n--b\r\nContent-Disposition: form-data; "
                       b'name="file"; filename="a.wav"\r\n\r\n' + b"\0" * 2_000_000)
+    labels = {"endpoint": "transcriptions", "model": "none", "response_format": "none", "status": "499"}
+    deadline = time.monotonic() + 60  # the server notices each hang-up when it next reads the body
+    while True:
+        gone = value(scrape(hostile.http), "oyez_requests_total", **labels) - value(before, "oyez_requests_total", **labels)
+        clean = sorted(os.listdir(hostile.spool)) == hostile.baseline["spool"]
+        if (gone == 5 and clean) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert gone == 5
+    assert sorted(os.listdir(hostile.spool)) == hostile.baseline["spool"]  # no spooled upload left behind
+    assert hostile.log_text().count("client disconnected before its request body was complete") >= 5
+    assert_transcribes(hostile.http)
 
 
 # ---- afterwards: still serving, nothing left behind -----------------------------------------------------

@@ -1,8 +1,8 @@
 """A bounded load test on loopback: a fixed number of concurrent requests that ends by itself.
 
 Every request must be answered: no 5xx, no dropped connection, and every 200 must carry the right
-transcript in the format asked for. A 429 (admission control refusing work past its queue bound)
-is accepted when the server has one; none is expected from a server without it.
+transcript in the format asked for. The session server admits 2 requests per model and queues 16,
+and all 8 go to one engine, so a 429 cannot happen here: every request must succeed.
 """
 
 from __future__ import annotations
@@ -54,14 +54,12 @@ def one(i: int, url: str) -> tuple[int, str, str]:
 def test_concurrent_requests_all_answered_correctly(server_url, http):
     with ThreadPoolExecutor(CONCURRENCY) as pool:
         results = list(pool.map(lambda i: one(i, server_url), range(REQUESTS)))
-    statuses = [s for s, _, _ in results]
-    assert not [r for r in results if r[0] >= 500], results
-    assert set(statuses) <= {200, 429}, results
-    assert statuses.count(200) >= 1
+    assert [s for s, _, _ in results] == [200] * REQUESTS, results
+    pools = http.get("/ready").json()["pools"]
+    assert REQUESTS <= pools["base"]["max_concurrency"] + pools["base"]["max_queue"]  # why no 429 is possible
     refs = references()
-    for status, clip, text in results:
-        if status == 200:
-            assert wer(refs[clip], text) <= 0.25, (clip, text)
+    for _, clip, text in results:
+        assert wer(refs[clip], text) <= 0.25, (clip, text)
     after = scrape(http)
     for model in ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe"):
         assert value(after, "oyez_queue_depth", model=model) == 0

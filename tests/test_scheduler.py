@@ -67,28 +67,51 @@ def test_pools_are_independent_and_fifo():
     run(scenario())
 
 
-def test_cancelled_waiter_gives_its_place_back_and_times_are_measured():
+class FakeClock:
+    """The scheduler's time.monotonic, moved by the test: times are exact, not raced against the machine."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    fake = FakeClock()
+    monkeypatch.setattr("server.scheduler.time.monotonic", fake)
+    return fake
+
+
+def test_cancelled_waiter_gives_its_place_back_and_times_are_measured(clock):
     async def scenario():
         s = Scheduler(max_concurrency=1, max_queue=1)
         first = await s.acquire("base", "m")
         waiter = asyncio.create_task(s.acquire("base", "m"))
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0)
+        assert s.queued("base") == 1
         waiter.cancel()  # the client went away while queued
         with pytest.raises(asyncio.CancelledError):
             await waiter
         assert s.queued("base") == 0
+        clock.now += 1.0
         queued = asyncio.create_task(s.acquire("base", "m"))  # the place is free again
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0)
+        assert s.queued("base") == 1
+        clock.now += 2.0
         s.release(first)
         s.release(first)  # releasing twice is harmless
         ticket = await queued
-        assert ticket.queue_wait_s >= 0.15
-        assert first.run_s >= 0.2
-        async with s.slot("tiny", "t") as t:
-            await asyncio.sleep(0.05)
-        assert t.queue_wait_s < 0.05 and t.run_s >= 0.04
+        assert ticket.queue_wait_s == 2.0  # admitted 2 s before the slot came free
+        assert first.run_s == 3.0 and first.queue_wait_s == 0.0
+        async with s.slot("tiny", "t") as t:  # an idle pool: no wait at all
+            clock.now += 0.5
+        assert t.queue_wait_s == 0.0 and t.run_s == 0.5
+        clock.now += 4.0
+        assert t.run_s == 0.5  # finished: its run time no longer grows
         s.release(ticket)
-        assert s.running("base") == 0
+        assert ticket.run_s == 4.5 and s.running("base") == 0
 
     run(scenario())
 

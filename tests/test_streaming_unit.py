@@ -11,7 +11,7 @@ from engines.errors import AudioDecodeError
 from engines.types import AudioInfo, Segment, TokenLogprob, TranscriptionStream
 from server.decoding import Decoding
 from server.errors import error_body
-from server.streaming import EventBuilder, stream_events
+from server.streaming import EventBuilder, sse_data, stream_events
 
 
 def seg(i, text, speaker=None):
@@ -92,3 +92,43 @@ def test_closing_stops_the_source(n):
 
     anyio.run(run)
     assert closed == [True]
+
+
+def test_keep_alive_pings_flow_while_a_decode_step_is_in_progress():
+    """A segment that takes long to decode (a gate the test opens) leaves the stream silent: keep-alive
+    comments must go out meanwhile, and the held slot is released when the stream ends."""
+    from server.streaming import HeldEventSourceResponse
+
+    gate = anyio.Event()
+    sent: list[bytes] = []
+    released = []
+
+    async def events():
+        await gate.wait()  # the decode step in flight
+        yield sse_data({"type": "transcript.text.done", "text": "x"})
+
+    async def release():
+        released.append(True)
+
+    async def scenario():
+        response = HeldEventSourceResponse(events(), release=release, ping=0.01, sep="\n")
+
+        async def receive():
+            await anyio.sleep_forever()  # the client never hangs up
+
+        async def send(message):
+            if message["type"] == "http.response.body":
+                sent.append(message.get("body", b""))
+                if sum(b.startswith(b": ping") for b in sent) >= 2:
+                    gate.set()  # two pings seen before any event: now the step may finish
+
+        with anyio.fail_after(30):
+            await response({"type": "http", "method": "GET", "headers": []}, receive, send)
+
+    anyio.run(scenario)
+    bodies = [b for b in sent if b]
+    pings = [i for i, b in enumerate(bodies) if b.startswith(b": ping")]
+    event = next(i for i, b in enumerate(bodies) if b.startswith(b"data: "))
+    assert len(pings) >= 2 and pings[1] < event  # the pings came while the step was running
+    assert json.loads(bodies[event][len(b"data: "):]) == {"type": "transcript.text.done", "text": "x"}
+    assert released == [True]
