@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 import unicodedata
 import wave
@@ -15,7 +16,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
-SHARED = ROOT.parent / "shared" / "data"
+# ../shared/data beside the checkout; OYEZ_SHARED_DATA points elsewhere (a git worktree one level deeper).
+SHARED = Path(os.environ.get("OYEZ_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
 def shared(relative: str) -> Path:
