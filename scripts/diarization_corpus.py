@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import os
 import platform
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -140,9 +141,26 @@ def naming(reference: Annotation, hyp: Annotation, enrolled: list[str]) -> tuple
     return {s: right[s] / totals[s] for s in enrolled if totals.get(s)}, stolen
 
 
+def parse_overrides(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        out[key] = json.loads(value) if value not in ("spectral", "agglomerative") else value
+    return out
+
+
+def configure(diarizer, config) -> None:
+    """Swap the diarizer's settings and clustering step in place (segmentation and embeddings stay cached)."""
+    from engines.diarization.pipeline import make_clustering
+
+    diarizer.config = config
+    diarizer.pipeline.clustering = make_clustering(config)
+
+
 def corpus_eval(args, settings, registry) -> None:
     diarizer = registry.diarizer()
-    config = registry.diarizer_config
+    config = replace(registry.diarizer_config, **parse_overrides(args.config))
+    configure(diarizer, config)
     items: list[Item] = []
     if args.sim is not None:
         items += sim_items(args.sim, args.half)
@@ -157,6 +175,9 @@ def corpus_eval(args, settings, registry) -> None:
                 kept.append(item)
         items = kept
     cache = Cache(args.cache, diarizer.pipeline, f"s{config.segmentation_step}-v{config.voice_split_threshold}")
+    if args.grid is not None:
+        grid(diarizer, config, items, cache, json.loads(args.grid.read_text()))
+        return
     print(f"# Diarization corpus eval — {time.strftime('%Y-%m-%d %H:%M')}, {platform.node()}, {os.cpu_count()} CPUs "
           f"(shared, busy), torch threads {config.threads}; clustering {getattr(config, 'clustering', 'agglomerative')}, threshold "
           f"{config.clustering_threshold}, min cluster size {config.min_cluster_size}, step {config.segmentation_step}, "
@@ -250,3 +271,32 @@ def print_tables(sets: dict[str, list[dict]]) -> None:
         for t in trues:
             print(f"| {t} | " + " | ".join(str(sum(r['true'] == t and r['found'] == f for r in rows) or '·') for f in founds) + " |")
     del counts
+
+
+def grid(diarizer, base, items: list[Item], cache: Cache, overrides: list[dict]) -> None:
+    """One summary line per (configuration, set): count right, mean |found - true|, mean DERs."""
+    audio = {item.name: decode_audio(str(item.wav)).samples for item in items}
+    if os.environ.get("OYEZ_EVAL_CACHED_ONLY"):  # score only what the cache already holds (while it fills)
+        items = [item for item in items if cache.prepare(item, audio[item.name])]
+        print(f"({len(items)} cached files)")
+    print("| configuration | set | count right | mean abs(found - true) | DER no collar | DER 0.25 s | exclusive DER 0.25 s |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for override in overrides:
+        configure(diarizer, replace(base, **override))
+        rows: dict[str, list[tuple]] = defaultdict(list)
+        for item in items:
+            cache.prepare(item, audio[item.name])
+            result = diarizer.diarize(audio[item.name])
+            uem = item.uem or Timeline([Segment(0.0, len(audio[item.name]) / 16000)])
+            regions = hypothesis(result.regions, {})
+            rows[item.set].append((
+                len(result.speakers), len(item.reference.labels()),
+                DiarizationErrorRate(collar=0.0, skip_overlap=False)(item.reference, regions, uem=uem),
+                DiarizationErrorRate(collar=0.25, skip_overlap=False)(item.reference, regions, uem=uem),
+                DiarizationErrorRate(collar=0.25, skip_overlap=False)(item.reference, hypothesis(result.turns, {}), uem=uem),
+            ))
+        label = ", ".join(f"{k}={v}" for k, v in override.items()) or "defaults"
+        for name, r in rows.items():
+            a = np.array(r, dtype=float)
+            print(f"| {label} | {name} | {int(np.sum(a[:, 0] == a[:, 1]))}/{len(a)} | {np.mean(np.abs(a[:, 0] - a[:, 1])):.2f} "
+                  f"| {a[:, 2].mean():.1%} | {a[:, 3].mean():.1%} | {a[:, 4].mean():.1%} |", flush=True)

@@ -257,6 +257,7 @@ def build_registry(settings: Settings) -> ModelRegistry:
             cache_dir=settings.cache_dir,
             device=settings.device,
             threads=settings.diarization_threads,
+            clustering=settings.diarization_clustering,
             clustering_threshold=settings.diarization_threshold,
             min_cluster_size=settings.diarization_min_cluster_size,
             segmentation_step=settings.diarization_step,
@@ -280,6 +281,7 @@ def _options(req: TranscriptionRequest, settings: Settings) -> TranscribeOptions
         word_timestamps=req.response_format == "verbose_json" and "word" in req.granularities,
         token_logprobs=req.include_logprobs,
         vad=vad,
+        num_speakers=req.speakers.num, min_speakers=req.speakers.min, max_speakers=req.speakers.max,
     )
 
 
@@ -294,6 +296,8 @@ def _check_request(req: TranscriptionRequest, kind: str) -> None:
         if req.known_speaker_names or req.known_speaker_references:
             field = "known_speaker_names" if req.known_speaker_names else "known_speaker_references"
             raise invalid(field, f"`{field}` is only supported with the model `gpt-4o-transcribe-diarize`.")
+        if req.speakers:
+            raise invalid("num_speakers", "`num_speakers`, `min_speakers` and `max_speakers` are only supported with the model `gpt-4o-transcribe-diarize`.")
         return
     if req.task != "transcribe":
         raise invalid("model", f"The model `{req.model}` cannot be used for translations.")

@@ -41,6 +41,11 @@ class Settings(BaseSettings):
         None, description="None = embedded offline pipeline; or a pyannote pipeline directory / Hub id."
     )
     hf_token: str | None = Field(None, description="Hugging Face token for a Hub pipeline (with allow_downloads).")
+    diarization_clustering: str = Field(
+        "agglomerative", pattern="^(spectral|agglomerative)$",
+        description="Speaker clustering of the embedded pipeline: `spectral` (count from the eigengap, "
+        "engines/diarization/clustering.py) or `agglomerative` (cut at diarization_threshold).",
+    )
     diarization_threshold: float = Field(0.7, description="Clustering distance threshold of the embedded pipeline.")
     diarization_min_cluster_size: int = Field(12, description="Smallest cluster (in embeddings) kept as a speaker.")
     diarization_step: float = Field(0.1, description="Segmentation window step, as a fraction of its 10 s window.")
