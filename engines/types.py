@@ -34,12 +34,12 @@ class DiarizerConfig:
     segmentation_step: float = 0.1
     # "spectral": the speaker count from the eigengap of a pruned cosine affinity (engines/diarization/clustering.py);
     # "agglomerative": pyannote's centroid linkage cut at clustering_threshold.
-    clustering: str = "agglomerative"
-    spectral_prune: float = 0.1  # share of each row of the affinity kept
+    clustering: str = "spectral"
+    spectral_prune: float = 0.3  # share of each row of the affinity kept (0.05-0.5 tried on the tuning half)
     normalised_laplacian: bool = True  # eigengap of I - D^-1/2 A D^-1/2 (else of D - A, as 3D-Speaker)
     seconds_per_speaker: float = 10.0  # duration prior: at most one speaker per this much audio (unless bounded)
     merge_threshold: float | None = None  # merge spectral clusters whose centroids are closer (cosine) than this
-    min_active_ratio: float = 0.2  # share of a 10 s chunk a local speaker must hold alone to be clustered
+    min_active_ratio: float = 0.1  # share of a 10 s chunk a local speaker must hold alone to be clustered (pyannote: 0.2)
     # Cosine below which two stretches of one local speaker count as two voices (None = never split).
     voice_split_threshold: float | None = 0.4
     # How far a turn may grow over adjoining sound: 10 dB over the floor or out of the background (engines/diarization/turn_edges.py).

@@ -25,7 +25,7 @@ from pyannote.metrics.diarization import DiarizationErrorRate, JaccardErrorRate
 
 from engines.audio import decode_audio
 from engines.diarization.speakers import match_known_speakers
-from tests.diarization_scoring import hypothesis
+from tests.diarization_scoring import hypothesis, read_rttm
 
 HEAVY_OVERLAP = {"trn08", "trn09"}  # 11-13 s of overlapped speech in 30 s
 
@@ -39,16 +39,6 @@ class Item:
     uem: Timeline | None = None
     refs: Path | None = None  # folder of <speaker>.wav enrolment clips
     meta: dict = field(default_factory=dict)
-
-
-def read_rttm(path: Path, uri: str | None = None) -> Annotation:
-    annotation = Annotation(uri=uri or path.stem)
-    for line in path.read_text(encoding="utf-8").splitlines():
-        f = line.split()
-        if f and f[0] == "SPEAKER" and (uri is None or f[1] == uri):
-            start, duration = float(f[3]), float(f[4])
-            annotation[Segment(start, start + duration)] = f[7]
-    return annotation
 
 
 def sim_items(root: Path, half: str) -> list[Item]:
@@ -279,8 +269,9 @@ def grid(diarizer, base, items: list[Item], cache: Cache, overrides: list[dict])
     if os.environ.get("OYEZ_EVAL_CACHED_ONLY"):  # score only what the cache already holds (while it fills)
         items = [item for item in items if cache.prepare(item, audio[item.name])]
         print(f"({len(items)} cached files)")
-    print("| configuration | set | count right | mean abs(found - true) | DER no collar | DER 0.25 s | exclusive DER 0.25 s |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("| configuration | set | count right | mean abs(found - true) | found - true per file | DER no collar | DER 0.25 s "
+          "| exclusive DER 0.25 s |")
+    print("|---|---|---:|---:|---|---:|---:|---:|")
     for override in overrides:
         configure(diarizer, replace(base, **override))
         rows: dict[str, list[tuple]] = defaultdict(list)
@@ -299,4 +290,5 @@ def grid(diarizer, base, items: list[Item], cache: Cache, overrides: list[dict])
         for name, r in rows.items():
             a = np.array(r, dtype=float)
             print(f"| {label} | {name} | {int(np.sum(a[:, 0] == a[:, 1]))}/{len(a)} | {np.mean(np.abs(a[:, 0] - a[:, 1])):.2f} "
+                  f"| {' '.join(f'{int(d):+d}' for d in a[:, 0] - a[:, 1])} "
                   f"| {a[:, 2].mean():.1%} | {a[:, 3].mean():.1%} | {a[:, 4].mean():.1%} |", flush=True)

@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     )
     hf_token: str | None = Field(None, description="Hugging Face token for a Hub pipeline (with allow_downloads).")
     diarization_clustering: str = Field(
-        "agglomerative", pattern="^(spectral|agglomerative)$",
+        "spectral", pattern="^(spectral|agglomerative)$",
         description="Speaker clustering of the embedded pipeline: `spectral` (count from the eigengap, "
         "engines/diarization/clustering.py) or `agglomerative` (cut at diarization_threshold).",
     )
