@@ -63,8 +63,33 @@ class DiarizerConfig(BaseModel):
     threads: int = Field(
         1, description="torch CPU threads for diarization; 0 = torch's default. More than 1 thrashes when ASR shares the cores."
     )
-    clustering_threshold: float = Field(0.7, description="Clustering distance threshold of the embedded pipeline.")
-    min_cluster_size: int = Field(12, description="Smallest cluster (in window embeddings) kept as a speaker.")
+    clustering: str = Field(
+        "spectral", pattern="^(spectral|agglomerative)$",
+        description="Speaker clustering of the embedded pipeline: `spectral` (the count from the eigengap of a pruned "
+        "cosine affinity, engines/diarization/clustering.py) or `agglomerative` (pyannote's centroid linkage cut at "
+        "clustering_threshold).",
+    )
+    clustering_threshold: float = Field(
+        0.7, description="Distance threshold of agglomerative clustering (not used by spectral)."
+    )
+    min_cluster_size: int = Field(
+        12, description="Smallest cluster (in window embeddings) kept as a speaker, agglomerative clustering only."
+    )
+    spectral_prune: float = Field(
+        0.3, gt=0, le=1, description="Share of each row of the spectral affinity kept (0.05-0.5 tried on the tuning half)."
+    )
+    normalised_laplacian: bool = Field(
+        True, description="Spectral: eigengap of the normalised Laplacian I - D^-1/2 A D^-1/2 (else of D - A, as 3D-Speaker)."
+    )
+    seconds_per_speaker: float = Field(
+        10.0, gt=0, description="Spectral: at most one speaker per this much audio, unless the request bounds the count."
+    )
+    merge_threshold: float | None = Field(
+        None, description="Spectral: merge clusters whose centroids are closer (cosine) than this; unset = never."
+    )
+    min_active_ratio: float = Field(
+        0.1, ge=0, le=1, description="Share of a 10 s chunk a local speaker must hold alone to be clustered (pyannote: 0.2)."
+    )
     segmentation_step: float = Field(0.1, description="Segmentation window step, as a fraction of its 10 s window.")
     voice_split_threshold: float = Field(
         0.4, ge=0, le=1, description="Cosine below which two stretches of one chunk's local speaker are split as "

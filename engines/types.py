@@ -49,6 +49,10 @@ class TranscribeOptions:
     # Decode the first few seconds as a window of their own, so the first segment comes out
     # sooner (a stream's first delta), at the cost of one more encoder pass (engines/longform.py).
     early_first_segment: bool = False
+    # Diarization only: the speaker count, or bounds on it (None = estimated from the audio).
+    num_speakers: int | None = None
+    min_speakers: int | None = None
+    max_speakers: int | None = None
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,21 @@ class Chunking:
     vad: VadParams | None = None
 
 
+MAX_SPEAKERS = 32  # bound on num_speakers / min_speakers / max_speakers
+
+
+@dataclass(frozen=True)
+class SpeakerBounds:
+    """Oyez extension (not OpenAI's): `num_speakers`, or `min_speakers`/`max_speakers`, for the diarize model."""
+
+    num: int | None = None
+    min: int | None = None
+    max: int | None = None
+
+    def __bool__(self) -> bool:
+        return any(v is not None for v in (self.num, self.min, self.max))
+
+
 @dataclass(frozen=True)
 class TranscriptionRequest:
     file: UploadFile
@@ -55,6 +70,7 @@ class TranscriptionRequest:
     vad: bool | None = None  # Oyez's `vad` field: None = not sent (the server default or chunking_strategy)
     known_speaker_names: list[str] = field(default_factory=list)
     known_speaker_references: list[str] = field(default_factory=list)
+    speakers: SpeakerBounds = SpeakerBounds()
 
 
 class _Form:
@@ -151,7 +167,29 @@ def parse_transcription(form: FormData, task: Literal["transcribe", "translate"]
         vad=_optional_boolean("vad", f.text("vad")),
         known_speaker_names=names,
         known_speaker_references=references,
+        speakers=_speaker_bounds(f),
     )
+
+
+def _speaker_bounds(f: _Form) -> SpeakerBounds:
+    values = {}
+    for name in ("num_speakers", "min_speakers", "max_speakers"):
+        raw = (f.text(name) or "").strip()
+        if not raw:
+            continue
+        try:
+            value = int(raw)
+        except ValueError:
+            raise invalid(name, f"`{name}` must be an integer; got {raw!r}.") from None
+        if not 1 <= value <= MAX_SPEAKERS:
+            raise invalid(name, f"`{name}` must be between 1 and {MAX_SPEAKERS}; got {value}.")
+        values[name] = value
+    bounds = SpeakerBounds(values.get("num_speakers"), values.get("min_speakers"), values.get("max_speakers"))
+    if bounds.min is not None and bounds.max is not None and bounds.min > bounds.max:
+        raise invalid("min_speakers", f"`min_speakers` ({bounds.min}) must not exceed `max_speakers` ({bounds.max}).")
+    if bounds.num is not None and not (bounds.min or 1) <= bounds.num <= (bounds.max or MAX_SPEAKERS):
+        raise invalid("num_speakers", f"`num_speakers` ({bounds.num}) must lie within `min_speakers` and `max_speakers`.")
+    return bounds
 
 
 def _temperature(raw: str | None) -> float:

@@ -141,6 +141,7 @@ FLAT_ALIASES: dict[str, tuple[str, str]] = {
     "OYEZ_DIARIZATION_PIPELINE": ("diarization", "pipeline"),
     "OYEZ_HF_TOKEN": ("diarization", "hf_token"),
     "OYEZ_DIARIZATION_THREADS": ("diarization", "threads"),
+    "OYEZ_DIARIZATION_CLUSTERING": ("diarization", "clustering"),
     "OYEZ_DIARIZATION_THRESHOLD": ("diarization", "clustering_threshold"),
     "OYEZ_DIARIZATION_MIN_CLUSTER_SIZE": ("diarization", "min_cluster_size"),
     "OYEZ_DIARIZATION_STEP": ("diarization", "segmentation_step"),

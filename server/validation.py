@@ -30,6 +30,9 @@ def check_request(req: TranscriptionRequest, model: Capabilities) -> None:
     if not model.diarized and (req.known_speaker_names or req.known_speaker_references):
         field = "known_speaker_names" if req.known_speaker_names else "known_speaker_references"
         raise invalid(field, f"`{field}` is only supported with the model `gpt-4o-transcribe-diarize`.")
+    if req.speakers and not model.diarized:
+        raise invalid("num_speakers", "`num_speakers`, `min_speakers` and `max_speakers` are only supported with the "
+                      "model `gpt-4o-transcribe-diarize`.")
     if req.prompt is not None and not model.prompt:
         raise invalid("prompt", f"`prompt` is not supported with the model `{req.model}`.")
     if req.include_logprobs and not model.logprobs:
@@ -63,4 +66,5 @@ def transcribe_options(req: TranscriptionRequest, model: Capabilities, vad_by_de
         token_logprobs=req.include_logprobs,
         vad=vad,
         early_first_segment=req.stream,  # a stream's first delta comes sooner
+        num_speakers=req.speakers.num, min_speakers=req.speakers.min, max_speakers=req.speakers.max,
     )

@@ -12,11 +12,12 @@ from pyannote.core import Annotation, Segment
 from engines.diarization.speakers import SpeakerLabeler, SpeakerTurn
 
 
-def read_rttm(path: Path) -> Annotation:
-    annotation = Annotation(uri=path.stem)
-    for line in path.read_text().splitlines():
+def read_rttm(path: Path, uri: str | None = None) -> Annotation:
+    """Reference turns of an RTTM file; of one recording (`uri`) when it holds several."""
+    annotation = Annotation(uri=uri or path.stem)
+    for line in path.read_text(encoding="utf-8").splitlines():
         f = line.split()
-        if f and f[0] == "SPEAKER":
+        if f and f[0] == "SPEAKER" and (uri is None or f[1] == uri):
             start, duration = float(f[3]), float(f[4])
             annotation[Segment(start, start + duration)] = f[7]
     return annotation

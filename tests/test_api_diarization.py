@@ -88,6 +88,19 @@ def test_chunking_strategy_is_taken_with_the_diarize_model(client, strategy):
     assert wer(stm_text(DATA / "diarization" / "sample.stm"), words) < 0.35
 
 
+def test_speaker_count_bounds_are_an_extension_the_diarize_model_obeys(client, http):
+    """`max_speakers` (Oyez extension, via extra_body) caps what the automatic estimate finds (two here)."""
+    with SAMPLE.open("rb") as fh:
+        result = client.audio.transcriptions.create(
+            model=MODEL, file=fh, response_format="diarized_json", extra_body={"max_speakers": 1})
+    body = result.model_dump()
+    check_diarized(body, 30.0)
+    assert {s["speaker"] for s in body["segments"]} == {"A"}
+    with SAMPLE.open("rb") as fh:
+        r = http.post("/v1/audio/transcriptions", files={"file": fh}, data={"model": "whisper-1", "num_speakers": "2"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "num_speakers"
+
+
 def test_json_and_text_are_plain_srt_and_vtt_carry_speakers(http):
     """OpenAI: diarized_json is "required to receive speaker annotations"; json and text are the plain
     transcript. srt and vtt keep speaker prefixes and voice spans, as an Oyez extension."""

@@ -87,3 +87,25 @@ def test_known_speakers_carry_their_names(diarize, diarizer, settings, name, enr
     share, stolen = attribution(read_rttm(rttm), hypothesis(result.turns, names), enrolled)
     assert share >= 0.95, f"{name} {enrolled}: {share:.1%} of enrolled speech named right"
     assert stolen == 0.0
+
+
+AMI = "diarization/real/ami_excerpts"
+
+
+# (excerpt, speakers found may differ from the true count by, DER bound). Measured (docs/diarization.md, spectral
+# clustering): dev00 3 of 2 speakers, DER 38.8%; dev01 2 of 2, DER 60.9%. The issue's targets (count exact, DER
+# <= 15%) are not met here: these are regression bounds with a margin, so a change that makes them worse fails.
+@pytest.mark.parametrize(("name", "count_slack", "bound"), [("dev00", 1, 0.45), ("dev01", 0, 0.65)])
+def test_ami_excerpts_with_five_seconds_per_speaker(diarize, name, count_slack, bound):
+    """Recordings it was never tuned on (issue 19): the two AMI excerpts where every speaker says 5 s or more.
+
+    DER with a 0.25 s collar, overlap scored, over 0-30 s (the excerpts' UEM).
+    """
+    from pyannote.core import Segment, Timeline
+
+    reference = read_rttm(shared(f"{AMI}/ami_excerpts.rttm"), name)
+    result = diarize(shared(f"{AMI}/{name}.wav"))
+    der = DiarizationErrorRate(collar=0.25, skip_overlap=False)(
+        reference, hypothesis(result.regions, {}), uem=Timeline([Segment(0.0, 30.0)]))
+    assert abs(len(result.speakers) - len(reference.labels())) <= count_slack, f"{name}: {result.speakers}"
+    assert der < bound, f"{name}: DER {der:.1%}"

@@ -79,3 +79,24 @@ def test_missing_file():
     with pytest.raises(APIError) as info:
         parse_transcription(FormData([("model", "whisper-1")]))
     assert info.value.param == "file" and info.value.code == "missing_required_parameter"
+
+
+def test_speaker_count_fields_are_an_oyez_extension():
+    assert not parse_transcription(form(("model", "m"))).speakers  # OpenAI's clients send none: estimated
+    req = parse_transcription(form(("model", "m"), ("min_speakers", "2"), ("max_speakers", " 5 ")))
+    assert (req.speakers.num, req.speakers.min, req.speakers.max) == (None, 2, 5)
+    assert parse_transcription(form(("model", "m"), ("num_speakers", "3"))).speakers.num == 3
+
+
+@pytest.mark.parametrize("items, param", [
+    ((("num_speakers", "two"),), "num_speakers"),
+    ((("num_speakers", "0"),), "num_speakers"),
+    ((("max_speakers", "33"),), "max_speakers"),
+    ((("min_speakers", "1.5"),), "min_speakers"),
+    ((("min_speakers", "4"), ("max_speakers", "2")), "min_speakers"),
+    ((("num_speakers", "6"), ("max_speakers", "4")), "num_speakers"),
+])
+def test_bad_speaker_counts_name_the_field(items, param):
+    with pytest.raises(APIError) as info:
+        parse_transcription(form(("model", "m"), *items))
+    assert info.value.status == 400 and info.value.param == param

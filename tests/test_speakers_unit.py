@@ -16,13 +16,23 @@ def _unit(angle: float) -> np.ndarray:
     return np.array([np.cos(angle), np.sin(angle), 0.0])
 
 
-def test_match_assigns_each_name_once_and_only_above_threshold():
+def test_a_name_goes_to_every_cluster_of_its_voice_and_two_names_never_share_one():
     centroids = {"c0": _unit(0.0), "c1": _unit(0.1), "c2": _unit(1.5)}
     references = {"alice": np.stack([_unit(0.05), _unit(0.0)]), "bob": _unit(1.45)[None]}
     names = match_known_speakers(centroids, references, threshold=0.9)
-    assert names["c2"] == "bob"
-    # c0 and c1 both resemble alice; only one of them may take the name.
-    assert sorted(v for k, v in names.items() if k != "c2") == ["alice"]
+    # c0 and c1 are one voice split in two: both carry alice's name; c2 is bob.
+    assert names == {"c0": "alice", "c1": "alice", "c2": "bob"}
+    # A cluster that resembles two references takes the nearer name only.
+    names = match_known_speakers({"c0": _unit(0.0)}, {"alice": _unit(0.05)[None], "carol": _unit(-0.2)[None]}, 0.9)
+    assert names == {"c0": "alice"}
+
+
+def test_same_voice_keeps_a_second_cluster_that_is_another_voice_unnamed():
+    centroids = {"c0": _unit(0.0), "c1": _unit(0.6)}
+    references = {"alice": _unit(0.2)[None]}
+    assert match_known_speakers(centroids, references, threshold=0.8) == {"c0": "alice", "c1": "alice"}
+    # c1 is 0.6 rad from alice's best cluster (cosine 0.83): not the same voice at 0.9.
+    assert match_known_speakers(centroids, references, threshold=0.8, same_voice=0.9) == {"c0": "alice"}
 
 
 def test_unknown_voice_never_gets_a_name():

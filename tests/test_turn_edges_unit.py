@@ -131,3 +131,12 @@ def test_levels_are_the_same_across_block_boundaries():
     assert loud[_frame(10.0) : _frame(59.9)].all() and loud[_frame(60.1) : _frame(70.0)].all()
     assert not loud[_frame(59.94) : _frame(60.06)].any()  # 200 ms of quiet across the 60 s block edge
     assert not loud[: _frame(10.0)].any() and not loud[_frame(70.0) :].any()
+
+
+def test_turns_that_run_past_the_last_frame_do_not_break_it():
+    """pyannote's last turn can end after the last whole 20 ms frame (seen on an AMI excerpt)."""
+    loud = np.ones(_frame(30.0), dtype=bool)
+    turns = [SpeakerTurn(10.0, 20.0, "A"), SpeakerTurn(30.62, 30.9, "B")]
+    grown = extend_turn_edges(turns, loud, max_s=0.5)
+    assert grown[0] == SpeakerTurn(9.5, 20.5, "A")
+    assert grown[1].speaker == "B" and grown[1].end == 30.9 and 29.5 <= grown[1].start < 30.62

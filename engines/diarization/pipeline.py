@@ -34,8 +34,10 @@ with warnings.catch_warnings():
     from pyannote.audio import Model, Pipeline  # noqa: E402
     from pyannote.audio.core.plda import PLDA  # noqa: E402
     from pyannote.audio.pipelines import SpeakerDiarization  # noqa: E402
+    from pyannote.audio.pipelines.clustering import AgglomerativeClustering, BaseClustering  # noqa: E402
 
 from engines.bundled import diarization_weights  # noqa: E402
+from engines.diarization.clustering import max_for_duration, merge_close_clusters, spectral_clusters, subsample  # noqa: E402
 from engines.diarization.embeddings import DIMENSION, FRAME_RATE, CamppEmbedding, fbank  # noqa: E402
 from engines.errors import ModelUnavailableError  # noqa: E402
 from engines.diarization.speakers import SpeakerTurn, normalize  # noqa: E402
@@ -122,6 +124,52 @@ class _CamppDiarization(SpeakerDiarization):
             if hook is not None:
                 hook("embeddings", None, total=num_chunks, completed=c + 1)
         return embeddings
+
+
+class _SpectralClustering(BaseClustering):
+    """pyannote clustering step with a speaker count from the eigengap (engines/diarization/clustering.py).
+
+    Embeddings of local speakers active on their own for at least `min_active_ratio` of a chunk are
+    clustered (pyannote's default, 0.2 of 10 s, leaves out a voice heard for under 2 s); every
+    embedding is then assigned to the nearest centroid, as in pyannote. Without bounds from the
+    caller the count is at most one speaker per `seconds_per_speaker` of audio.
+    """
+
+    expects_num_clusters = False
+
+    def __init__(self, prune: float, seconds_per_speaker: float, merge_threshold: float | None, min_active_ratio: float,
+                 normalised: bool = True):
+        super().__init__(metric="cosine")
+        self.normalised = normalised
+        self.prune = prune
+        self.seconds_per_speaker = seconds_per_speaker
+        self.merge_threshold = merge_threshold
+        self.min_active_ratio = min_active_ratio
+
+    def __call__(self, embeddings, segmentations=None, num_clusters=None, min_clusters=None, max_clusters=None, **kwargs):
+        train, chunk_idx, speaker_idx = self.filter_embeddings(
+            embeddings, segmentations=segmentations, min_active_ratio=self.min_active_ratio)
+        if len(train) < 2 and self.min_active_ratio > 0:  # nothing long enough alone: take what there is
+            train, chunk_idx, speaker_idx = self.filter_embeddings(embeddings, segmentations=segmentations, min_active_ratio=0.0)
+        window = segmentations.sliding_window
+        duration = window[segmentations.data.shape[0] - 1].end
+        if max_clusters is not None and not np.isfinite(max_clusters):
+            max_clusters = None  # pyannote passes infinity when the caller set no bound
+        if num_clusters is None and max_clusters is None:
+            max_clusters = max(min_clusters or 1, max_for_duration(duration, self.seconds_per_speaker))
+        num_clusters, min_clusters, max_clusters = self.set_num_clusters(
+            len(train), num_clusters=num_clusters, min_clusters=min_clusters, max_clusters=max_clusters)
+        if max_clusters < 2 or len(train) < 3:
+            num_chunks, num_speakers, _ = embeddings.shape
+            centroids = np.mean(train, axis=0, keepdims=True) if len(train) else np.zeros((1, embeddings.shape[2]))
+            return np.zeros((num_chunks, num_speakers), dtype=np.int8), np.ones((num_chunks, num_speakers, 1)), centroids
+        pick = subsample(len(train))
+        labels = spectral_clusters(train[pick], min_clusters=min_clusters, max_clusters=max_clusters,
+                                   num_clusters=num_clusters, prune=self.prune, normalised=self.normalised)
+        if self.merge_threshold is not None and num_clusters is None:
+            labels = merge_close_clusters(train[pick], labels, self.merge_threshold, keep=min_clusters)
+        return self.assign_embeddings(embeddings, chunk_idx[pick], speaker_idx[pick], labels,
+                                      constrained=self.constrained_assignment)
 
 
 MIN_POOL_FRAMES = 10  # 0.2 s of a speaker in a chunk: less gives no usable embedding
@@ -232,6 +280,22 @@ class _BlockFeatures:
         return self._cache[b]
 
 
+def make_clustering(config: DiarizerConfig) -> BaseClustering:
+    """The embedded pipeline's clustering step, as configured (spectral, or pyannote's agglomerative)."""
+    if config.clustering == "spectral":
+        return _SpectralClustering(
+            prune=config.spectral_prune, seconds_per_speaker=config.seconds_per_speaker,
+            merge_threshold=config.merge_threshold, min_active_ratio=config.min_active_ratio,
+            normalised=config.normalised_laplacian,
+        )
+    if config.clustering != "agglomerative":
+        raise ValueError(f"unknown diarization clustering `{config.clustering}` (spectral or agglomerative)")
+    clustering = AgglomerativeClustering(metric="cosine")
+    clustering.instantiate({"method": "centroid", "min_cluster_size": config.min_cluster_size,
+                            "threshold": config.clustering_threshold})
+    return clustering
+
+
 class PyannoteDiarizer:
     """A loaded diarization pipeline. `diarize` and `embed` are serialised by a lock."""
 
@@ -275,6 +339,7 @@ class PyannoteDiarizer:
                     "threshold": config.clustering_threshold,
                 },
             })
+            pipeline.clustering = make_clustering(config)
             return pipeline
         source = config.pipeline
         if not Path(source).expanduser().is_dir() and not allow_downloads:
@@ -291,13 +356,18 @@ class PyannoteDiarizer:
             raise ModelUnavailableError(f"`{source}` is not a pyannote speaker-diarization pipeline.")
         return pipeline
 
-    def diarize(self, samples: np.ndarray) -> Diarization:
-        """Exclusive speaker turns and one centroid embedding per speaker, for 16 kHz mono float32 audio."""
+    def diarize(self, samples: np.ndarray, num_speakers: int | None = None, min_speakers: int | None = None,
+                max_speakers: int | None = None) -> Diarization:
+        """Exclusive speaker turns and one centroid embedding per speaker, for 16 kHz mono float32 audio.
+
+        `num_speakers`, or `min_speakers`/`max_speakers`, bound the count; without them it is estimated.
+        """
         started = time.monotonic()
         waveform = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))[None]
         with self._lock, torch.inference_mode(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            output = self.pipeline({"waveform": waveform, "sample_rate": SAMPLE_RATE, "uri": "request"})
+            output = self.pipeline({"waveform": waveform, "sample_rate": SAMPLE_RATE, "uri": "request"},
+                                   num_speakers=num_speakers, min_speakers=min_speakers, max_speakers=max_speakers)
         turns = [
             SpeakerTurn(round(seg.start, 3), round(seg.end, 3), str(label))
             for seg, _, label in output.exclusive_speaker_diarization.itertracks(yield_label=True)

@@ -10,7 +10,6 @@ import string
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 
 @dataclass(frozen=True)
@@ -30,14 +29,17 @@ def match_known_speakers(
     centroids: dict[str, np.ndarray],
     references: dict[str, np.ndarray],
     threshold: float,
+    same_voice: float | None = None,
 ) -> dict[str, str]:
     """Map cluster labels to known names.
 
     `references[name]` is one or more embeddings of that person's enrolment clips
-    (averaged after normalising). A cluster gets a name only when their cosine
-    similarity reaches `threshold`, and the pairing is one-to-one, chosen to
-    maximise the total similarity (Hungarian assignment): one name never goes to
-    two clusters, and a voice that resembles no reference keeps no name.
+    (averaged after normalising). Each cluster takes the name of the reference it
+    resembles most, when their cosine similarity reaches `threshold`: two names never
+    share a cluster, and a voice that resembles no reference keeps no name. A name may
+    go to several clusters, so a voice the clustering split in two keeps its name on
+    both; with `same_voice`, a cluster other than the name's best one takes it only if
+    its centroid is that close (cosine) to the best one's, i.e. it is the same voice.
     """
     if not centroids or not references:
         return {}
@@ -46,8 +48,17 @@ def match_known_speakers(
     c = normalize(np.stack([centroids[label] for label in labels]))
     r = normalize(np.stack([normalize(references[name]).mean(axis=0) for name in names]))
     similarity = c @ r.T
-    rows, cols = linear_sum_assignment(-similarity)
-    return {labels[i]: names[j] for i, j in zip(rows, cols) if similarity[i, j] >= threshold}
+    best_cluster = np.argmax(similarity, axis=0)  # per name
+    known = {}
+    for i, label in enumerate(labels):
+        j = int(np.argmax(similarity[i]))
+        if similarity[i, j] < threshold:
+            continue
+        b = best_cluster[j]
+        if same_voice is not None and i != b and float(c[i] @ c[b]) < same_voice:
+            continue
+        known[label] = names[j]
+    return known
 
 
 def _letters(n: int) -> str:

@@ -34,7 +34,8 @@ class DiarizingTranscriber:
         self.asr.close()
 
     def transcribe(self, audio: Audio, options: TranscribeOptions) -> TranscriptionStream:
-        diarization = self.diarizer.diarize(audio.samples)
+        diarization = self.diarizer.diarize(audio.samples, num_speakers=options.num_speakers,
+                                            min_speakers=options.min_speakers, max_speakers=options.max_speakers)
         references = {k.name: self.diarizer.embed(k.samples) for k in options.known_speakers}
         known = match_known_speakers(diarization.centroids, references, self.match_threshold)
         log.info(

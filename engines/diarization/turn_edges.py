@@ -106,7 +106,7 @@ def extend_turn_edges(turns: list[SpeakerTurn], loud: np.ndarray, max_s: float) 
         return max(t, min(frame * FRAME_S, stop))
 
     def reach_backward(t: float, stop: float) -> float:
-        frame = int(np.floor(t / FRAME_S + 1e-6))
+        frame = min(int(np.floor(t / FRAME_S + 1e-6)), loud.size)  # a turn may end past the last whole frame
         first = max(frame - limit, int(np.ceil(stop / FRAME_S)), 0)
         while frame > first and loud[frame - 1]:
             frame -= 1
