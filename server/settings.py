@@ -198,6 +198,16 @@ def configuration_doc() -> str:
     return CONFIGURATION_DOC_HEAD + configuration_table()
 
 
+def environment_names() -> set[str]:
+    """Every variable the settings read: top-level names, groups (as JSON), nested names and flat aliases."""
+    names = set(FLAT_ALIASES)
+    for name, field in Settings.model_fields.items():
+        names.add(f"{PREFIX}{name.upper()}")
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            names |= {f"{PREFIX}{name.upper()}__{sub.upper()}" for sub in field.annotation.model_fields}
+    return names
+
+
 def configuration_table() -> str:
     """The Markdown table of every setting: variable, alias, default, meaning (docs/configuration.md)."""
     aliases = {f"{group}.{field}": name for name, (group, field) in FLAT_ALIASES.items()}

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from server.settings import Settings
+from server.settings import environment_names
 from tests.helpers import ROOT
 
 DOCKERFILE = ROOT / "Dockerfile"
@@ -164,7 +164,7 @@ def test_compose_has_cpu_and_gpu_services(compose):
 def test_compose_volume_env_healthcheck_and_grace(compose):
     volumes = compose["volumes"]
     cache_dir = next(a for a in of("ENV")).split("OYEZ_CACHE_DIR=")[1].split()[0]
-    known = {f"OYEZ_{name.upper()}" for name in Settings.model_fields}
+    known = environment_names()
     for name in ("oyez-cpu", "oyez-gpu"):
         service = compose["services"][name]
         mounts = [v.split(":") for v in service["volumes"]]
