@@ -65,9 +65,8 @@ RUN if ! command -v python3 >/dev/null 2>&1; then \
       apt-get update && apt-get install -y --no-install-recommends python3 && \
       rm -rf /var/lib/apt/lists/*; \
     fi && \
-    groupadd --gid 10001 oyez && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /var/cache/oyez/home oyez
-COPY --from=build --chown=10001:10001 /var/cache/oyez /var/cache/oyez
-COPY --from=build /opt/venv /opt/venv
+    groupadd --gid 10001 oyez && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /var/cache/oyez/home oyez && \
+    install -d -o 10001 -g 10001 /var/cache/oyez
 
 # Run as an unprivileged user that owns only the model cache.
 USER 10001:10001
@@ -80,3 +79,7 @@ STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
   CMD ["/opt/venv/bin/python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/ready' % os.environ.get('OYEZ_PORT', '8000'), timeout=4)"]
 ENTRYPOINT ["/opt/venv/bin/oyez", "serve"]
+# The two copies come last: every instruction after them would copy the whole image once more on
+# storage drivers without copy-on-write (vfs).
+COPY --from=build --chown=10001:10001 /var/cache/oyez /var/cache/oyez
+COPY --from=build /opt/venv /opt/venv

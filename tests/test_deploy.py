@@ -101,7 +101,7 @@ def run_commands() -> list[str]:
 
 
 # What each RUN command is, and where it is exercised outside Docker.
-OS_PLUMBING = ("command -v", "apt-get", "rm -rf /var/lib/apt/lists", "groupadd", "useradd", "chown", "[ -n", "mkdir -p")
+OS_PLUMBING = ("command -v", "apt-get", "rm -rf /var/lib/apt/lists", "groupadd", "useradd", "chown", "[ -n", "mkdir -p", "install -d")
 PROJECT = {
     "python3 -m venv": "scripts/_bootstrap.sh (./scripts/serve, ./scripts/test)",
     "sh scripts/install-torch": "test_install_torch_pins_and_fallback, scripts/_bootstrap.sh",

@@ -57,7 +57,10 @@ def ray_serve(tmp_path_factory):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        replicas = wait_for_replicas(url, proc, 2, deadline=time.monotonic() + 600)
+        try:
+            replicas = wait_for_replicas(url, proc, 2, deadline=time.monotonic() + 600)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; serve run's log ends:\n{(tmp / 'serve-run.log').read_text()[-4000:]}")
         yield url, replicas
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # serve run shuts Serve and its local Ray down
