@@ -3,9 +3,9 @@ server at 127.0.0.1 with the official openai SDK on real speech and checks what 
 
     python scripts/docker_probe.py PORT transcribe            JFK through the SDK (json, then a stream)
     python scripts/docker_probe.py PORT diarize               the two-speaker call, diarized_json
-    python scripts/docker_probe.py PORT inflight MARKER       send one request, touch MARKER once it is sent,
-                                                              and check it completes (the caller stops the
-                                                              container meanwhile)
+    python scripts/docker_probe.py PORT inflight MARKER       send one request, touch MARKER once the server
+                                                              reports it decoding, and check it completes (the
+                                                              caller stops the container meanwhile)
 Prints one line per check and exits non-zero on the first failure.
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 from openai import OpenAI
@@ -58,6 +59,12 @@ def diarize(port: int) -> None:
           f"first: {body['segments'][0]['speaker']}: {body['segments'][0]['text']!r}")
 
 
+def decoding(port: int) -> bool:
+    """True while the server's /metrics shows a decode running (oyez_decodes_running > 0)."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    return any(line.startswith("oyez_decodes_running{") and float(line.split()[-1]) > 0 for line in text.splitlines())
+
+
 def inflight(port: int, marker: Path) -> None:
     reference = references()["jfk.wav"]
     outcome: dict = {}
@@ -72,7 +79,10 @@ def inflight(port: int, marker: Path) -> None:
     started = time.monotonic()
     thread = threading.Thread(target=call)
     thread.start()
-    time.sleep(1.0)  # the upload (350 kB on loopback) is in by now; the decode takes seconds
+    # Tell the caller to stop the container only once the server reports the decode running.
+    while thread.is_alive() and not decoding(port):
+        time.sleep(0.1)
+    assert thread.is_alive(), f"the request ended before the container was stopped: {outcome}"
     marker.touch()
     thread.join()
     assert "text" in outcome and wer(reference, outcome["text"]) < 0.1, outcome
