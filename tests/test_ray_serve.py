@@ -7,6 +7,7 @@ replicas take a minute or two to start on two busy cores.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures as cf
 import os
 import signal
@@ -128,6 +129,7 @@ def test_concurrent_requests_spread_over_both_replicas(ray_serve):
     for (status, _, text), (_, reference) in zip(results, jobs):
         assert status == 200 and wer(reference, text) < 0.25, (reference, text)
     assert {replica for _, replica, _ in results} == replicas  # both served, and no one else
+    print("8 concurrent requests:", dict(collections.Counter(replica for _, replica, _ in results)))
 
 
 def test_a_killed_replica_fails_no_request_of_the_other_and_is_replaced(ray_serve):
@@ -162,10 +164,14 @@ def test_a_killed_replica_fails_no_request_of_the_other_and_is_replaced(ray_serv
         assert status == 200 and wer(reference, text) < 0.25, (reference, text)
     failed = [r for r in results if r[0] != 200]
     assert all(r[1] != survivor for r in failed), failed
+    print(f"killed {victim}: {len(on_survivor)} requests answered by {survivor}, all 200 and correct; "
+          f"{len(results) - len(on_survivor) - len(failed)} answered 200 elsewhere, {len(failed)} failed: "
+          f"{[r[:1] + r[2:] for r in failed]}")
     # Serve's controller starts a replacement; the survivor keeps answering meanwhile.
     new = wait_for_replicas(url, _Alive(), 1, deadline=time.monotonic() + 300, exclude={victim, survivor})
     status, replica, text = transcribe(client, clips[0][0])
     assert status == 200 and replica in new | {survivor} and wer(clips[0][1], text) < 0.25
+    print(f"replacement replica {sorted(new)} ready")
 
 
 class _Alive:
