@@ -7,8 +7,9 @@
 #     docker build --build-arg BASE_IMAGE=nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04 \
 #                  --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu126 -t oyez:cuda .
 # TORCH_INDEX is where torch/torchaudio come from (default: PyTorch's CPU index). Where that index is
-# unreachable the build says so and takes them from PyPI, whose Linux torch is the CUDA build: the
-# CPU image then grows by about 4 GB (docs/deployment.md has the sizes). TORCH_INDEX= (empty) asks PyPI directly.
+# unreachable the build says so and takes them from PyPI, whose Linux torch is the CUDA build: the CPU
+# image then carries about 6 GB of CUDA libraries it never uses (9.2 GB in all; docs/deployment.md has the
+# sizes). TORCH_INDEX= (empty) asks PyPI directly.
 # (CTranslate2's wheel brings its CUDA kernels; the CUDA base image supplies cuBLAS and cuDNN 9.)
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
