@@ -187,11 +187,11 @@ def ensure_coverage(
             text = "".join(s.text for s in found)
             if is_hallucination(text, previous, upcoming.text if upcoming else ""):
                 stats.dropped += 1
-                log.info("re-decoded %.1f-%.1f s: dropped %r", a, b, text.strip()[:80])
+                log.info("re-decoded %.1f-%.1f s: dropped by the guard (%d characters)", a, b, len(text.strip()))
                 continue
             stats.redecoded += 1
             stats.redecoded_seconds += b - a
-            log.info("re-decoded %.1f-%.1f s (speech no segment covered): %r", a, b, text.strip()[:80])
+            log.info("re-decoded %.1f-%.1f s (speech no segment covered): %d characters kept", a, b, len(text.strip()))
             last_start = low
             for s in found:
                 s_start = min(max(s.start, last_start), high)

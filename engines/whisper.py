@@ -221,7 +221,7 @@ class FasterWhisperEngine:
         rate, duration, total = audio.sample_rate, audio.duration, len(windows)
         started = time.monotonic()
         index, speech = 0, 0.0
-        log.info("%.0f s of audio in %d windows", duration, total)
+        log.info("long audio: %.0f s in %d windows", duration, total)
         for number, (a, b) in enumerate(windows):
             if number == 0:
                 segments, info = first
@@ -234,7 +234,7 @@ class FasterWhisperEngine:
                 yield seg
             progress(speech)
             release_freed_memory()
-            log.info("window %d/%d done (%.0f of %.0f s) after %.1f s",
+            log.info("long audio: window %d/%d done (%.0f of %.0f s) after %.1f s",
                      number + 1, total, b / rate, duration, time.monotonic() - started)
 
     def check(self, options: TranscribeOptions) -> None:
