@@ -435,17 +435,18 @@ def test_a_vanished_client_frees_everything(rt, tmp_path):
         time.sleep(0.5)
     assert running == 0, ready
     # anyio retires worker threads idle for 10 s when the next job is handed out: wait, then hand one out.
-    time.sleep(11)
-    with raw_connect(rt) as ws:
-        assert recv_json(ws)["type"] == "session.created"
-        ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(bytes(4800)).decode()}))
-        ws.send(json.dumps({"type": "input_audio_buffer.clear"}))
-        assert until(ws, "input_audio_buffer.cleared")
-    settle(rt)
-    deadline = time.monotonic() + 30  # retired workers take a moment to exit on a busy machine
-    while time.monotonic() < deadline and (rt.threads() > baseline["threads"] + 2
-                                           or rt.open_files() > baseline["fds"] + 2):
-        time.sleep(0.5)
+    # A decode that finished late leaves its worker idle later, so allow three such rounds before judging.
+    for _ in range(3):
+        time.sleep(11)
+        with raw_connect(rt) as ws:
+            assert recv_json(ws)["type"] == "session.created"
+            ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(bytes(4800)).decode()}))
+            ws.send(json.dumps({"type": "input_audio_buffer.clear"}))
+            assert until(ws, "input_audio_buffer.cleared")
+        settle(rt)
+        time.sleep(1)  # retired workers exit
+        if rt.threads() <= baseline["threads"] + 2 and rt.open_files() <= baseline["fds"] + 2:
+            break
     names = sorted(p.read_text().strip() for p in Path(f"/proc/{rt.pid}/task").glob("*/comm"))
     assert rt.open_files() <= baseline["fds"] + 2, (baseline, rt.open_files())
     assert rt.threads() <= baseline["threads"] + 2, (baseline, names)
