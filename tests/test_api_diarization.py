@@ -121,14 +121,19 @@ def test_json_and_text_are_plain_srt_and_vtt_carry_speakers(http):
     assert vtt.startswith("WEBVTT") and "<v A>" in vtt and "<v B>" in vtt
 
 
-def test_streaming_sends_segments_then_done(http):
+def stream_sample(http, response_format: str) -> list[dict]:
+    """The SSE events of the two-speaker call streamed with the diarize model."""
     with SAMPLE.open("rb") as fh:
         with http.stream(
             "POST", "/v1/audio/transcriptions", files={"file": fh},
-            data={"model": MODEL, "response_format": "diarized_json", "stream": "true"},
+            data={"model": MODEL, "response_format": response_format, "stream": "true"},
         ) as r:
             assert r.status_code == 200
-            events = [json.loads(line[5:]) for line in r.iter_lines() if line.startswith("data:")]
+            return [json.loads(line[5:]) for line in r.iter_lines() if line.startswith("data:")]
+
+
+def test_streaming_sends_segments_then_done(http):
+    events = stream_sample(http, "diarized_json")
     kinds = [e["type"] for e in events]
     assert kinds[-1] == "transcript.text.done" and "transcript.text.segment" in kinds
     segments = [e for e in events if e["type"] == "transcript.text.segment"]
@@ -140,13 +145,7 @@ def test_streaming_sends_segments_then_done(http):
 
 
 def test_streaming_without_diarized_json_sends_no_segment_events(http):
-    with SAMPLE.open("rb") as fh:
-        with http.stream(
-            "POST", "/v1/audio/transcriptions", files={"file": fh},
-            data={"model": MODEL, "response_format": "json", "stream": "true"},
-        ) as r:
-            assert r.status_code == 200
-            events = [json.loads(line[5:]) for line in r.iter_lines() if line.startswith("data:")]
+    events = stream_sample(http, "json")
     kinds = {e["type"] for e in events}
     assert kinds == {"transcript.text.delta", "transcript.text.done"}
     deltas = [e["delta"] for e in events if e["type"] == "transcript.text.delta"]
