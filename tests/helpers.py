@@ -46,6 +46,11 @@ def normalize(text: str) -> str:
     return " ".join(text.split())
 
 
+def stm_text(path: Path) -> str:
+    """The words of an STM reference (speaker-segment lines: file, channel, speaker, start, end, text)."""
+    return " ".join(" ".join(line.split()[5:]) for line in path.read_text().splitlines() if line.strip())
+
+
 def wer(reference: str, hypothesis: str) -> float:
     ref, hyp = normalize(reference), normalize(hypothesis)
     if not ref:

@@ -9,14 +9,10 @@ import pytest
 
 pytest.importorskip("pyannote.audio")
 
-from tests.helpers import DATA, assert_timeline, read_wav, shared, wav_bytes, wer  # noqa: E402
+from tests.helpers import DATA, assert_timeline, read_wav, shared, stm_text, wav_bytes, wer  # noqa: E402
 
 MODEL = "gpt-4o-transcribe-diarize"
 SAMPLE = DATA / "diarization" / "sample.wav"
-
-
-def stm_text(path) -> str:
-    return " ".join(" ".join(line.split()[5:]) for line in path.read_text().splitlines() if line.strip())
 
 
 def rttm(path) -> list[tuple[float, float, str]]:
