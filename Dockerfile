@@ -5,7 +5,8 @@
 #     docker build --build-arg EXTRAS= -t oyez:speech .
 #   CUDA (NVIDIA GPU; run with --gpus all):
 #     docker build --build-arg BASE_IMAGE=nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04 \
-#                  --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu126 -t oyez:cuda .
+#                  --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu126 \
+#                  --build-arg EXTRAS=diarize,gpu -t oyez:cuda .
 # TORCH_INDEX is where torch/torchaudio come from (default: PyTorch's CPU index). Where that index is
 # unreachable the build says so and takes them from PyPI, whose Linux torch is the CUDA build: the CPU
 # image then carries about 6 GB of CUDA libraries it never uses (9.2 GB in all; docs/deployment.md has the

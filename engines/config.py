@@ -29,13 +29,21 @@ class WhisperConfig(BaseModel):
         "(libcublas.so.12), and for diarization when torch sees a GPU; `cpu`/`cuda` set both."
     )
     compute_type: str = Field("auto", description="auto (int8 on CPU, float16 on CUDA) or any CTranslate2 type.")
-    cpu_threads: int = Field(0, description="Threads per model replica on CPU; 0 = the cores divided among replicas.")
+    cpu_threads: int = Field(0, description="Threads per model replica on CPU; 0 = the cores divided among replicas (all of them with batching).")
     num_workers: int = Field(
         0, description="CTranslate2 replicas per loaded model (decodes at once inside it); 0 = auto (engines/parallelism.py)."
     )
     beam_size: int = Field(5, description="Beam width of the decoder.")
     batch_size: int = Field(
         0, description="VAD chunks decoded per batch within a request (BatchedInferencePipeline); 0 = sequential."
+    )
+    max_batch: int = Field(
+        0, ge=0, description="Model calls of concurrent requests merged into one batched CTranslate2 call "
+        "(engines/batching.py); 0 = auto (32 on CUDA; 1 on CPU, where merging measured no gain), 1 = no merging."
+    )
+    solo_replica: bool = Field(
+        True, description="On CPU, also load a replica that uses every core, for whenever a single request is "
+        "decoding (its weights are held twice); concurrent requests use the one-thread replicas."
     )
     coverage_redecode: bool = Field(
         True, description="Decode again any stretch of speech (1 s or more) that no decoded segment covers, and merge "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from functools import lru_cache
 
 log = logging.getLogger("oyez.models")
@@ -53,3 +54,39 @@ def resolve_device(device: str) -> str:
 def auto_compute_type(device: str) -> str:
     """int8 on CPU, float16 on CUDA: the fastest types with no accuracy loss worth measuring on Whisper."""
     return "float16" if resolve_device(device) == "cuda" else "int8"
+
+
+@dataclass(frozen=True)
+class GpuUsage:
+    index: int
+    utilization_percent: float  # share of the last sample period a kernel ran (NVML)
+    memory_used_bytes: int
+    memory_total_bytes: int
+
+
+def gpu_usage() -> list[GpuUsage]:
+    """Utilisation and memory of each NVIDIA GPU, from NVML (the `gpu` extra: nvidia-ml-py); [] without either."""
+    try:
+        import pynvml
+    except ImportError:
+        return []
+    try:
+        pynvml.nvmlInit()
+    except Exception:  # no driver, no GPU
+        return []
+    try:
+        usage = []
+        for index in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            rates = pynvml.nvmlDeviceGetUtilizationRates(handle)
+            memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
+            usage.append(GpuUsage(index, float(rates.gpu), int(memory.used), int(memory.total)))
+        return usage
+    except Exception:
+        log.debug("NVML could not be read", exc_info=True)
+        return []
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except Exception:
+            pass

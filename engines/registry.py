@@ -144,6 +144,17 @@ class ModelRegistry:
         with self._guard:
             return list(self._resident)
 
+    def call_stats(self) -> dict[str, object]:
+        """Model-call counters (engines/batching.py BatchStats) of each loaded engine that keeps them, by pool."""
+        with self._guard:
+            resident = list(self._resident.items())
+        stats = {}
+        for pool, r in resident:
+            read = getattr(r.engine, "call_stats", None)
+            if read is not None and (value := read()) is not None:
+                stats[pool] = value
+        return stats
+
     def in_use(self, name: str) -> int:
         resident = self._resident.get(self.pool(name))
         return resident.in_use if resident else 0
@@ -280,7 +291,7 @@ class ModelRegistry:
         cfg = self.whisper
         device = resolve_device(cfg.device)
         compute_type = cfg.compute_type if cfg.compute_type != "auto" else auto_compute_type(device)
-        parallel = plan(device, cfg.num_workers, cfg.cpu_threads)
+        parallel = plan(device, cfg.num_workers, cfg.cpu_threads, max_batch=cfg.max_batch, solo_replica=cfg.solo_replica)
         engine = FasterWhisperEngine(
             self.resolve_weights(spec.weights),
             device=device,
@@ -289,6 +300,8 @@ class ModelRegistry:
             num_workers=parallel.replicas,
             beam_size=cfg.beam_size,
             batch_size=cfg.batch_size,
+            max_batch=parallel.max_batch,
+            solo_threads=parallel.solo_threads,
             window_seconds=cfg.window_seconds,
             coverage=cfg.coverage_redecode,
         )

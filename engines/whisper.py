@@ -11,12 +11,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
+import ctranslate2
 import numpy as np
 from faster_whisper import WhisperModel
 from faster_whisper.vad import VadOptions, get_speech_timestamps
 
 from engines.audio import Audio
 from engines.batched import transcribe_batched
+from engines.batching import BatchStats, CrossRequestBatcher, Lane
 from engines.coverage import CoverageStats, ensure_coverage
 from engines.errors import UnsupportedOptionError
 from engines.longform import plan_windows, release_freed_memory, split_first
@@ -40,7 +42,9 @@ COVERAGE_VAD = VadOptions(threshold=0.5, min_speech_duration_ms=250, min_silence
 class FasterWhisperEngine:
     """One loaded Whisper model. Thread-safe: concurrent `transcribe` calls share the weights.
 
-    `batch_size` > 0 decodes a request's VAD chunks in batches (engines/batched.py);
+    Model calls go through a scheduler (engines/batching.py) that merges concurrent requests'
+    calls into batches of up to `max_batch` and, on CPU, gives a lone request a replica of
+    `solo_threads` threads; `batch_size` > 0 decodes a request's VAD chunks in batches (engines/batched.py);
     audio longer than about `window_seconds` is transcribed window by window
     (engines/longform.py) so working memory stays bounded however long the file is.
     """
@@ -55,6 +59,8 @@ class FasterWhisperEngine:
         num_workers: int = 1,
         beam_size: int = 5,
         batch_size: int = 0,
+        max_batch: int = 1,
+        solo_threads: int = 0,
         window_seconds: float = 300.0,
         coverage: bool = True,
     ):
@@ -67,6 +73,17 @@ class FasterWhisperEngine:
             local_files_only=True,
         )
         self.device = self.model.model.device
+        # Every model call goes through the batcher (engines/batching.py): it merges concurrent
+        # requests' calls and keeps the cores to one call's worth of threads each.
+        lanes = [Lane(self.model.model, cost=max(1, cpu_threads) if self.device == "cpu" else 1, slots=num_workers)]
+        if self.device == "cpu" and solo_threads > max(1, cpu_threads):
+            solo = ctranslate2.models.Whisper(str(model_dir), device="cpu", compute_type=self.model.model.compute_type,
+                                              inter_threads=1, intra_threads=solo_threads)
+            lanes.insert(0, Lane(solo, name="solo", cost=solo_threads, slots=1, solo=True))
+        sot = self.model.hf_tokenizer.token_to_id("<|startoftranscript|>")
+        self.batcher = CrossRequestBatcher(lanes, sot=sot, max_batch=max_batch,
+                                           cores=max(solo_threads, lanes[-1].cost * num_workers))
+        self.model.model = self.batcher
         self.compute_type = self.model.model.compute_type
         self.multilingual = bool(self.model.model.is_multilingual)
         self.beam_size = beam_size
@@ -95,13 +112,28 @@ class FasterWhisperEngine:
             pass
         log.info("warmed up on %s/%s in %.2fs", self.device, self.compute_type, time.monotonic() - started)
 
+    def call_stats(self) -> BatchStats | None:
+        """Model calls so far, by kind and lane (engines/batching.py); None once unloaded."""
+        return self.batcher.stats if self.batcher is not None else None
+
     def close(self) -> None:
         """Free the weights (the registry calls this only when no request uses the engine)."""
+        if self.batcher is not None:
+            self.batcher.close()
+            self.batcher = None
         self.model = None
 
     def transcribe(self, audio: Audio, options: TranscribeOptions) -> TranscriptionStream:
         """Start decoding; segments come out of the returned stream as they are produced."""
         self.check(options)
+        self.batcher.enter()  # counted as decoding until its stream ends (engines/batching.py)
+        try:
+            return self._start(audio, options)
+        except BaseException:
+            self.batcher.leave()
+            raise
+
+    def _start(self, audio: Audio, options: TranscribeOptions) -> TranscriptionStream:
         model = self.model
         recorder = None
         if options.token_logprobs:
@@ -142,7 +174,7 @@ class FasterWhisperEngine:
                 prompt=options.prompt or "",
             )
         stream = TranscriptionStream(
-            converted,
+            _CountedSegments(converted, self.batcher.leave),
             language=info.language,
             language_probability=float(info.language_probability or 0.0),
             audio=AudioInfo(duration=duration, speech_duration=float(info.duration_after_vad or 0.0)),
@@ -311,6 +343,34 @@ class FasterWhisperEngine:
 
     def _encode(self, text: str) -> list[int]:
         return self.model.hf_tokenizer.encode(text, add_special_tokens=False).ids
+
+
+class _CountedSegments:
+    """A request's segments, counted as one decoding request until they end, fail or are closed."""
+
+    def __init__(self, segments: Iterator[Segment], leave):
+        self._segments = segments
+        self._leave = leave
+
+    def __iter__(self) -> Iterator[Segment]:
+        return self
+
+    def __next__(self) -> Segment:
+        try:
+            return next(self._segments)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        leave, self._leave = self._leave, None
+        if leave is not None:
+            leave()
+            close = getattr(self._segments, "close", None)
+            if close:
+                close()
+
+    __del__ = close
 
 
 class _AlignRecorder:

@@ -73,13 +73,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def parallelism(settings: Settings) -> Parallelism:
     """Replicas, threads and concurrent requests per model, with settings left at 0 filled in for the device."""
     w = settings.whisper
-    return plan(resolve_device(w.device), w.num_workers, w.cpu_threads, settings.scheduler.max_concurrency)
+    return plan(resolve_device(w.device), w.num_workers, w.cpu_threads, settings.scheduler.max_concurrency,
+                max_batch=w.max_batch, solo_replica=w.solo_replica)
 
 
 def build_registry(settings: Settings) -> ModelRegistry:
     parallel = parallelism(settings)
-    log.info("per model: %d requests at once, %d replicas x %s threads, queue of %d",
-             parallel.concurrency, parallel.replicas, parallel.threads or "default", settings.scheduler.max_queue)
+    log.info("per model: %d requests at once, %d replicas x %s threads%s, batches of up to %d calls, queue of %d",
+             parallel.concurrency, parallel.replicas, parallel.threads or "default",
+             f" (+1 x {parallel.solo_threads} for a lone request)" if parallel.solo_threads else "",
+             parallel.max_batch, settings.scheduler.max_queue)
     return ModelRegistry(
         model_specs(settings.whisper.default_weights, settings.models),
         whisper=settings.whisper,

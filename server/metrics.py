@@ -21,8 +21,10 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from starlette.responses import Response
+
+from engines.devices import gpu_usage
 
 if TYPE_CHECKING:
     from engines.registry import ModelRegistry
@@ -114,3 +116,25 @@ class _ModelCollector:
                 load.add_metric([name], seconds)
         yield loaded
         yield load
+        calls = CounterMetricFamily(
+            "oyez_model_calls", "CTranslate2 calls by kind (encode, generate, align, detect_language) and lane (solo: "
+            "the all-cores replica of a lone request; replicas) (engines/batching.py).", labels=["weights", "kind", "lane"])
+        rows = CounterMetricFamily(
+            "oyez_model_call_rows", "Rows (30 s windows) those calls carried; above the calls when requests were merged.",
+            labels=["weights", "kind"])
+        for pool, stats in self.models.call_stats().items():
+            for (kind, lane), count in sorted(stats.calls.items()):
+                calls.add_metric([pool, kind, lane], count)
+            for kind, count in sorted(stats.rows.items()):
+                rows.add_metric([pool, kind], count)
+        yield calls
+        yield rows
+        usage = gpu_usage()
+        if usage:
+            busy = GaugeMetricFamily("oyez_gpu_utilization_percent", "Share of time a GPU kernel ran (NVML).", labels=["gpu"])
+            memory = GaugeMetricFamily("oyez_gpu_memory_used_bytes", "GPU memory in use (NVML).", labels=["gpu"])
+            for gpu in usage:
+                busy.add_metric([str(gpu.index)], gpu.utilization_percent)
+                memory.add_metric([str(gpu.index)], gpu.memory_used_bytes)
+            yield busy
+            yield memory

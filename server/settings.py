@@ -29,7 +29,10 @@ class SchedulerSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    max_concurrency: int = Field(0, description="Requests decoding at once per loaded model; 0 = one per replica.")
+    max_concurrency: int = Field(
+        0, description="Requests decoding at once per loaded model; 0 = auto: one per replica on CPU, 64 on CUDA with "
+        "batching across requests (engines/parallelism.py)."
+    )
     max_queue: int = Field(16, description="Requests waiting per loaded model; past it, 429 with Retry-After.")
     model_idle_seconds: float = Field(0.0, description="Unload a model unused this long; 0 = never.")
     max_loaded_models: int = Field(0, description="Most models resident at once (least recently used goes); 0 = no cap.")
@@ -136,6 +139,8 @@ FLAT_ALIASES: dict[str, tuple[str, str]] = {
     "OYEZ_NUM_WORKERS": ("whisper", "num_workers"),
     "OYEZ_BEAM_SIZE": ("whisper", "beam_size"),
     "OYEZ_BATCH_SIZE": ("whisper", "batch_size"),
+    "OYEZ_MAX_BATCH": ("whisper", "max_batch"),
+    "OYEZ_SOLO_REPLICA": ("whisper", "solo_replica"),
     "OYEZ_WINDOW_SECONDS": ("whisper", "window_seconds"),
     "OYEZ_COVERAGE_REDECODE": ("whisper", "coverage_redecode"),
     "OYEZ_DIARIZATION_PIPELINE": ("diarization", "pipeline"),

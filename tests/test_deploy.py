@@ -241,7 +241,8 @@ def test_one_command_per_variant_the_same_in_the_header_compose_and_docs(compose
         "oyez:cpu": {},
         "oyez:speech": {"EXTRAS": ""},
         "oyez:cuda": {"BASE_IMAGE": compose["services"]["oyez-gpu"]["build"]["args"]["BASE_IMAGE"],
-                      "TORCH_INDEX": compose["services"]["oyez-gpu"]["build"]["args"]["TORCH_INDEX"]},
+                      "TORCH_INDEX": compose["services"]["oyez-gpu"]["build"]["args"]["TORCH_INDEX"],
+                      "EXTRAS": "diarize,gpu"},
     }
     assert "cudnn" in builds["oyez:cuda"]["BASE_IMAGE"] and "/whl/cu" in builds["oyez:cuda"]["TORCH_INDEX"]
     for service in compose["services"].values():

@@ -175,12 +175,17 @@ def test_parallelism_splits_cores_among_replicas_and_honours_settings():
 
     assert plan("cpu", cores=2) == plan("cpu", 0, 0, 0, cores=2)
     p = plan("cpu", cores=2)
-    assert (p.replicas, p.threads, p.concurrency) == (2, 1, 2)  # what measured best on 2 cores
+    # what measured best on 2 cores: one-thread replicas side by side, every core for a lone request
+    assert (p.replicas, p.threads, p.concurrency, p.solo_threads, p.max_batch) == (2, 1, 2, 2, 1)
     p = plan("cpu", cores=16)
-    assert (p.replicas, p.threads, p.concurrency) == (4, 4, 4)
+    assert (p.replicas, p.threads, p.concurrency, p.solo_threads) == (4, 4, 4, 16)
     p = plan("cpu", num_workers=1, cores=8)
-    assert (p.replicas, p.threads, p.concurrency) == (1, 8, 1)  # one replica takes every core
-    p = plan("cpu", num_workers=2, cpu_threads=3, max_concurrency=5, cores=2)
-    assert (p.replicas, p.threads, p.concurrency) == (2, 3, 5)  # explicit settings win
+    assert (p.replicas, p.threads, p.concurrency, p.solo_threads) == (1, 8, 1, 0)  # one replica takes every core
+    p = plan("cpu", cores=2, solo_replica=False)
+    assert (p.replicas, p.threads, p.solo_threads) == (2, 1, 0)
+    p = plan("cpu", num_workers=2, cpu_threads=3, max_concurrency=5, cores=2, max_batch=4)
+    assert (p.replicas, p.threads, p.concurrency, p.max_batch) == (2, 3, 5, 4)  # explicit settings win
     p = plan("cuda", cores=8)
+    assert (p.replicas, p.concurrency, p.max_batch, p.solo_threads) == (2, 64, 32, 0)
+    p = plan("cuda", cores=8, max_batch=1)
     assert (p.replicas, p.concurrency) == (2, 2)
