@@ -30,6 +30,7 @@ from engines.types import (
     TranscriptionStream,
     Word,
 )
+from engines.whisper_model import WhisperModelSharingFirstEncode
 
 log = logging.getLogger("oyez.whisper")
 
@@ -64,7 +65,7 @@ class FasterWhisperEngine:
         window_seconds: float = 300.0,
         coverage: bool = True,
     ):
-        self.model = WhisperModel(
+        self.model = WhisperModelSharingFirstEncode(
             str(model_dir),
             device=device,
             compute_type=compute_type,

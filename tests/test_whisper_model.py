@@ -1,0 +1,64 @@
+"""engines/whisper_model.py: the language detection's encoding of the first window is used to transcribe it.
+
+Real model, real speech: the encoder calls are counted by the engine's model-call scheduler.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engines.audio import Audio, decode_audio
+from engines.bundled import bundled_path
+from engines.types import TranscribeOptions
+from tests.helpers import DATA, references, wer
+
+REFS = references()
+
+
+@pytest.fixture(scope="module")
+def engine():
+    from engines.whisper import FasterWhisperEngine
+
+    engine = FasterWhisperEngine(bundled_path("base", Path("~/.cache/oyez").expanduser()), device="cpu",
+                                 compute_type="int8", cpu_threads=2, num_workers=1)
+    yield engine
+    engine.close()
+
+
+def _calls(engine, kind: str) -> int:
+    return sum(n for (k, _), n in engine.call_stats().calls.items() if k == kind)
+
+
+def test_a_short_clip_is_encoded_once_when_its_language_is_detected(engine):
+    audio = decode_audio(str(DATA / "jfk.wav"))
+    encodes, detections = _calls(engine, "encode"), _calls(engine, "detect_language")
+    transcript = engine.transcribe(audio, TranscribeOptions()).collect()
+    assert transcript.language == "en"
+    assert wer(REFS["jfk.wav"], transcript.text) <= 0.10
+    assert _calls(engine, "detect_language") - detections == 1
+    assert _calls(engine, "encode") - encodes == 1  # faster-whisper 1.2.1 alone encodes it twice
+
+
+def test_over_30_s_the_detected_language_gives_the_transcript_of_the_given_one(engine):
+    """Past 30 s the first window's frames are the same for detection and decoding: nothing may change."""
+    jfk, other = (decode_audio(str(DATA / n)).samples for n in ("jfk.wav", "librivox_0870.wav"))
+    pause = np.zeros(8000, np.float32)
+    audio = Audio(np.concatenate([jfk, pause, other, pause, jfk, pause, other]))
+    assert audio.duration > 32
+    detected = engine.transcribe(audio, TranscribeOptions()).collect()
+    given = engine.transcribe(audio, TranscribeOptions(language="en")).collect()
+    assert detected.language == "en"
+    assert [s.text for s in detected.segments] == [s.text for s in given.segments]
+    assert [s.tokens for s in detected.segments] == [s.tokens for s in given.segments]
+
+
+def test_a_stale_detection_is_never_used_by_a_later_transcription(engine):
+    """A detection outside `transcribe` (the engine's own, for early first windows) leaves nothing behind."""
+    jfk = decode_audio(str(DATA / "jfk.wav"))
+    other = decode_audio(str(DATA / "librivox_0870.wav"))
+    engine.model.detect_language(jfk.samples)
+    transcript = engine.transcribe(other, TranscribeOptions(language="en")).collect()
+    assert wer(REFS["librivox_0870.wav"], transcript.text) <= 0.10
