@@ -63,7 +63,14 @@ class LiveAudioDecoder:
         self._carry = b""
         self._resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
 
+    def close(self) -> None:
+        """Free the resampler now: its FFmpeg filter graph holds two worker threads until it is freed,
+        and a session object may outlive its connection until the garbage collector finds it."""
+        self._resampler = None
+
     def decode(self, data: bytes) -> np.ndarray:
+        if self._resampler is None:
+            raise ValueError("the audio decoder is closed")
         data = self._carry + data
         usable = len(data) - len(data) % self.format.bytes_per_sample
         self._carry = data[usable:]

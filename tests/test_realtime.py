@@ -400,10 +400,6 @@ time.sleep(600)
 """
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "After the merge into the new server shape: run alone it passes; run after the module's other tests, three "
-    "threads (one per vanished session?) remain after three rounds of anyio's idle-worker pruning. Not yet "
-    "diagnosed (issue 14 stays open for it); sessions, slots and file descriptors do come back."))
 def test_a_vanished_client_frees_everything(rt, tmp_path):
     settle(rt)
     with raw_connect(rt) as ws:  # warm: the VAD, a decode, worker threads exist before the baseline

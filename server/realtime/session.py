@@ -221,6 +221,7 @@ class Session:
             self.buffer = AudioBuffer()
             self.finals.clear()
             self.current = None
+            self.decoder.close()  # its FFmpeg threads go now, not when the session is collected
 
     def session_json(self) -> dict:
         return self.config.to_json(self.id, self.expires_at)
