@@ -98,7 +98,7 @@ class CrossRequestBatcher:
     one-thread replicas each, because on 2 cores two one-thread calls side by side decode about a
     third more per second than one two-thread call (docs/benchmarks.md). Merging (`max_batch` > 1)
     puts compatible waiting calls into one batched call, which pays on a GPU; a single call larger
-    than `max_batch` still runs, alone. `primary` answers attribute reads (is_multilingual, device).
+    than `max_batch` still runs, alone. Attribute reads (is_multilingual, device) go to the last lane's model.
     """
 
     def __init__(self, lanes: list[Lane], *, sot: int, max_batch: int = 1, cores: int | None = None):
@@ -235,7 +235,6 @@ class CrossRequestBatcher:
             batch, lane = taken
             try:
                 results = _RUNNERS[batch[0].kind](self, lane.model, batch)
-                self.stats.add(batch[0].kind, lane.name, len(batch), sum(c.rows for c in batch))
                 for call, result in zip(batch, results):
                     call.result = result
             except BaseException as exc:  # every caller gets the error; the dispatcher goes on
@@ -246,6 +245,7 @@ class CrossRequestBatcher:
                     lane.busy -= 1
                     self._used -= lane.cost
                     self._running -= len(batch)
+                    self.stats.add(batch[0].kind, lane.name, len(batch), sum(c.rows for c in batch))
                     self._cond.notify_all()
                 for call in batch:
                     call.done.set()

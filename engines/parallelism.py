@@ -1,15 +1,13 @@
-"""How many requests decode at once, how the cores are split, and how many windows share one model call.
+"""How many requests decode at once, how the cores are split, and how many calls may merge into one.
 
-With batching across requests (the default, engines/batching.py) one loaded model has one
-CTranslate2 replica per device that owns every core, and one dispatcher feeding it: a lone
-request decodes as fast as faster-whisper alone with all cores, and concurrent requests have
-their windows merged into batched calls instead of each taking a slice of the cores. More
-requests are admitted at once than there are replicas, so the batches have something to merge;
-their Python side (VAD, features, the decode loop) runs in their own threads meanwhile.
-Figures: docs/benchmarks.md ("Batching across requests").
-
-`max_batch = 1` turns merging off and restores the earlier layout: on CPU one replica per
-concurrent request with the cores divided between them (two replicas of one thread on 2 cores).
+Every model call goes through the scheduler of engines/batching.py. On CPU the cores are split
+among replicas (one per core up to MAX_CPU_REPLICAS, one thread each on 2 cores), so concurrent requests decode side
+by side: on 2 cores two one-thread calls at once do about a third more work per second than one
+two-thread call. A *solo* replica with every core is loaded beside them, and a request that is
+decoding alone runs on it, as fast as faster-whisper alone with all cores. Merging calls of
+different requests into one batched call gains nothing on CPU (a call of two windows takes as long
+as two calls), so it is off there; on CUDA it is on, with many requests admitted at once so that
+batches fill. Figures: docs/benchmarks.md ("Batching across requests and a lone request").
 """
 
 from __future__ import annotations

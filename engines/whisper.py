@@ -74,8 +74,9 @@ class FasterWhisperEngine:
             local_files_only=True,
         )
         self.device = self.model.model.device
-        # Every model call goes through the batcher (engines/batching.py): it merges concurrent
-        # requests' calls and keeps the cores to one call's worth of threads each.
+        # Every model call goes through the scheduler (engines/batching.py): it picks the lane (on CPU the
+        # solo replica for a lone request, else a one-thread replica), never oversubscribes the cores, and
+        # merges concurrent requests' calls when max_batch > 1.
         lanes = [Lane(self.model.model, cost=max(1, cpu_threads) if self.device == "cpu" else 1, slots=num_workers)]
         if self.device == "cpu" and solo_threads > max(1, cpu_threads):
             solo = ctranslate2.models.Whisper(str(model_dir), device="cpu", compute_type=self.model.model.compute_type,
