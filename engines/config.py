@@ -42,8 +42,8 @@ class WhisperConfig(BaseModel):
         "(engines/batching.py); 0 = auto (32 on CUDA; 1 on CPU, where merging measured no gain), 1 = no merging."
     )
     solo_replica: bool = Field(
-        True, description="On CPU, also load a replica that uses every core, for whenever a single request is "
-        "decoding (its weights are held twice); concurrent requests use the one-thread replicas."
+        True, description="On CPU, also load a replica with all the model's threads (replicas x threads), for whenever "
+        "a single request is decoding (its weights are held twice); concurrent requests use the other replicas."
     )
     coverage_redecode: bool = Field(
         True, description="Decode again any stretch of speech (1 s or more) that no decoded segment covers, and merge "

@@ -30,10 +30,18 @@ class Parallelism:
     solo_threads: int = 0  # CPU: threads of the extra replica a lone request decodes on (0 = none)
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, as taskset or a cpuset pins it), else all of them."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def plan(device: str, num_workers: int = 0, cpu_threads: int = 0, max_concurrency: int = 0,
          cores: int | None = None, max_batch: int = 0, solo_replica: bool = True) -> Parallelism:
     """Fill in the settings left at 0 (auto) for `device` ("cpu" or "cuda", already resolved)."""
-    cores = cores or os.cpu_count() or 1
+    cores = cores or available_cores()
     if device == "cuda":
         batch = max_batch or CUDA_MAX_BATCH
         replicas = num_workers or 2
@@ -41,6 +49,7 @@ def plan(device: str, num_workers: int = 0, cpu_threads: int = 0, max_concurrenc
         return Parallelism(replicas=replicas, threads=cpu_threads, concurrency=concurrency, max_batch=batch)
     replicas = num_workers or max(1, min(MAX_CPU_REPLICAS, cores))
     threads = cpu_threads or max(1, cores // replicas)
-    solo = cores if solo_replica and threads < cores else 0
+    budget = replicas * threads  # the cores the plan (or the operator) gives this model
+    solo = budget if solo_replica and threads < budget else 0
     return Parallelism(replicas=replicas, threads=threads, concurrency=max_concurrency or replicas,
                        max_batch=max_batch or CPU_MAX_BATCH, solo_threads=solo)

@@ -181,6 +181,8 @@ def test_parallelism_splits_cores_among_replicas_and_honours_settings():
     assert (p.replicas, p.threads, p.concurrency, p.solo_threads) == (4, 4, 4, 16)
     p = plan("cpu", num_workers=1, cores=8)
     assert (p.replicas, p.threads, p.concurrency, p.solo_threads) == (1, 8, 1, 0)  # one replica takes every core
+    p = plan("cpu", num_workers=1, cpu_threads=1, cores=16)  # a Ray replica given one CPU: no solo replica
+    assert (p.replicas, p.threads, p.solo_threads) == (1, 1, 0)
     p = plan("cpu", cores=2, solo_replica=False)
     assert (p.replicas, p.threads, p.solo_threads) == (2, 1, 0)
     p = plan("cpu", num_workers=2, cpu_threads=3, max_concurrency=5, cores=2, max_batch=4)
