@@ -124,6 +124,13 @@ class CrossRequestBatcher:
     def __getattr__(self, name: str) -> Any:  # is_multilingual, device, n_mels, ...: the model's own
         return getattr(self._model, name)
 
+    def snapshot(self) -> BatchStats:
+        """A copy of the counters, safe to read while calls keep running."""
+        copy = BatchStats()
+        with self._cond:
+            copy.calls, copy.rows, copy.merged = dict(self.stats.calls), dict(self.stats.rows), dict(self.stats.merged)
+        return copy
+
     def enter(self) -> None:
         with self._cond:
             self.active += 1

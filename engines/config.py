@@ -29,7 +29,7 @@ class WhisperConfig(BaseModel):
         "(libcublas.so.12), and for diarization when torch sees a GPU; `cpu`/`cuda` set both."
     )
     compute_type: str = Field("auto", description="auto (int8 on CPU, float16 on CUDA) or any CTranslate2 type.")
-    cpu_threads: int = Field(0, description="Threads per model replica on CPU; 0 = the cores divided among replicas (all of them with batching).")
+    cpu_threads: int = Field(0, description="Threads per model replica on CPU; 0 = the cores divided among replicas.")
     num_workers: int = Field(
         0, description="CTranslate2 replicas per loaded model (decodes at once inside it); 0 = auto (engines/parallelism.py)."
     )

@@ -116,7 +116,7 @@ class FasterWhisperEngine:
 
     def call_stats(self) -> BatchStats | None:
         """Model calls so far, by kind and lane (engines/batching.py); None once unloaded."""
-        return self.batcher.stats if self.batcher is not None else None
+        return self.batcher.snapshot() if self.batcher is not None else None
 
     def close(self) -> None:
         """Free the weights (the registry calls this only when no request uses the engine)."""
