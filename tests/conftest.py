@@ -7,6 +7,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,12 +82,21 @@ class Server:
         return int(next(line.split()[1] for line in status.splitlines() if line.startswith("Threads:")))
 
 
+@contextmanager
+def running_server(env_overrides: dict[str, str], log_path, up: str = "/ready") -> Iterator[Server]:
+    """A server started as `start_server` does, stopped when the block ends."""
+    proc, url = start_server(env_overrides, log_path, up)
+    try:
+        yield Server(url=url, pid=proc.pid, log=log_path)
+    finally:
+        stop_server(proc)
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
     log = tmp_path_factory.mktemp("server") / "server.log"
-    proc, url = start_server({"OYEZ_PRELOAD": '["whisper-1"]', "OYEZ_SSE_KEEPALIVE_SECONDS": "1"}, log)
-    yield Server(url=url, pid=proc.pid, log=log)
-    stop_server(proc)
+    with running_server({"OYEZ_PRELOAD": '["whisper-1"]', "OYEZ_SSE_KEEPALIVE_SECONDS": "1"}, log) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ import openai
 import pytest
 
 from engines.audio import decode_audio
-from tests.conftest import Server, start_server, stop_server
+from tests.conftest import Server, running_server
 from tests.helpers import (
     DATA,
     assert_timeline,
@@ -41,10 +41,9 @@ def speech(repeats: int) -> tuple[bytes, str]:
 def busy_server(tmp_path_factory):
     """One decode at a time per model, one waiting, 60-second windows for long audio."""
     log = tmp_path_factory.mktemp("busy") / "server.log"
-    proc, url = start_server({"OYEZ_PRELOAD": '["whisper-1"]', "OYEZ_MAX_CONCURRENCY": "1", "OYEZ_MAX_QUEUE": "1",
-                              "OYEZ_WINDOW_SECONDS": "60"}, log)
-    yield Server(url=url, pid=proc.pid, log=log)
-    stop_server(proc)
+    with running_server({"OYEZ_PRELOAD": '["whisper-1"]', "OYEZ_MAX_CONCURRENCY": "1", "OYEZ_MAX_QUEUE": "1",
+                         "OYEZ_WINDOW_SECONDS": "60"}, log) as srv:
+        yield srv
 
 
 def sdk(server: Server):
@@ -223,10 +222,9 @@ def test_long_audio_is_decoded_in_windows_with_bounded_memory(busy_server):
 def lifecycle_server(tmp_path_factory):
     """Nothing preloaded, models unload after 2 s idle, at most one resident."""
     log = tmp_path_factory.mktemp("lifecycle") / "server.log"
-    proc, url = start_server({"OYEZ_PRELOAD": "[]", "OYEZ_MODEL_IDLE_SECONDS": "2", "OYEZ_MAX_LOADED_MODELS": "1",
-                              "OYEZ_MODELS": '{"tiny": "tiny.en"}'}, log)
-    yield Server(url=url, pid=proc.pid, log=log)
-    stop_server(proc)
+    with running_server({"OYEZ_PRELOAD": "[]", "OYEZ_MODEL_IDLE_SECONDS": "2", "OYEZ_MAX_LOADED_MODELS": "1",
+                         "OYEZ_MODELS": '{"tiny": "tiny.en"}'}, log) as srv:
+        yield srv
 
 
 def loaded(server: Server) -> dict[str, bool]:

@@ -22,7 +22,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import Server, start_server, stop_server
+from tests.conftest import running_server
 from tests.helpers import DATA, SHARED, normalize, read_tsv, references, wav_bytes, wer
 from tests.test_api_errors import assert_envelope
 from tests.test_operations import scrape, value
@@ -43,20 +43,17 @@ def hostile(tmp_path_factory):
     root = tmp_path_factory.mktemp("hostile")
     spool = root / "tmp"
     spool.mkdir()
-    proc, url = start_server(
+    with running_server(
         {"TMPDIR": str(spool), "OYEZ_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT), "OYEZ_MAX_AUDIO_SECONDS": str(MAX_AUDIO),
          "OYEZ_PRELOAD": '["whisper-1"]', "OYEZ_DEFAULT_WEIGHTS": "tiny.en"},
         root / "server.log",
-    )
-    srv = Server(url=url, pid=proc.pid, log=root / "server.log")
-    srv.spool = spool
-    with httpx.Client(base_url=url, timeout=120) as http:
+    ) as srv, httpx.Client(base_url=srv.url, timeout=120) as http:
+        srv.spool = spool
         assert_transcribes(http)  # warm: worker threads and buffers exist before the baseline
         # onnxruntime (Silero VAD) writes one `.ses` file into TMPDIR when first imported: not per request.
         srv.baseline = {"fds": srv.open_files(), "threads": srv.threads(), "spool": sorted(os.listdir(spool))}
         srv.http = http
         yield srv
-    stop_server(proc)
 
 
 def assert_transcribes(http) -> None:

@@ -35,7 +35,7 @@ import numpy as np
 import openai
 import pytest
 
-from tests.conftest import Server, start_server, stop_server
+from tests.conftest import Server, running_server
 from tests.helpers import DATA, assert_timeline, normalize, read_wav, references, wav_bytes, wer
 from tests.test_api_errors import assert_envelope
 from tests.test_operations import scrape, value
@@ -87,7 +87,7 @@ def promised(tmp_path_factory):
     lock = open(cache / "whisper-base" / ".join.lock", "w")
     fcntl.flock(lock, fcntl.LOCK_EX)  # the server's first join of `base` waits for this
     log = root / "server.log"
-    proc, url = start_server({
+    with running_server({
         "PYTHONPATH": python_path,
         "OYEZ_CACHE_DIR": str(cache),
         "OYEZ_DEFAULT_WEIGHTS": "tiny.en",
@@ -98,14 +98,11 @@ def promised(tmp_path_factory):
         "OYEZ_NUM_WORKERS": "2",
         "OYEZ_MAX_CONCURRENCY": "2",
         "OYEZ_LOG_LEVEL": "debug",
-    }, log, up="/health")
-    srv = Server(url=url, pid=proc.pid, log=log)
-    srv.lock = lock
-    with httpx.Client(base_url=url, timeout=600) as http:
+    }, log, up="/health") as srv, httpx.Client(base_url=srv.url, timeout=600) as http:
+        srv.lock = lock
         srv.http = http
         yield srv
-    lock.close()
-    stop_server(proc)
+        lock.close()
 
 
 def sdk(server: Server):
@@ -365,13 +362,11 @@ def test_no_prompt_or_transcript_is_ever_logged(promised):
 @pytest.fixture(scope="module")
 def strict(tmp_path_factory):
     log = tmp_path_factory.mktemp("strict") / "server.log"
-    proc, url = start_server({"OYEZ_DEFAULT_WEIGHTS": "tiny.en", "OYEZ_PRELOAD": '["whisper-1"]',
-                              "OYEZ_REQUEST_TIMEOUT_SECONDS": "1"}, log)
-    srv = Server(url=url, pid=proc.pid, log=log)
-    with httpx.Client(base_url=url, timeout=600) as http:
+    with running_server({"OYEZ_DEFAULT_WEIGHTS": "tiny.en", "OYEZ_PRELOAD": '["whisper-1"]',
+                         "OYEZ_REQUEST_TIMEOUT_SECONDS": "1"}, log) as srv, \
+            httpx.Client(base_url=srv.url, timeout=600) as http:
         srv.http = http
         yield srv
-    stop_server(proc)
 
 
 def test_a_decode_past_the_request_timeout_is_504_and_stops(promised, strict):

@@ -27,7 +27,7 @@ import websockets
 from websockets.sync.client import connect as ws_connect
 
 from engines.live_audio import ALAW, ULAW
-from tests.conftest import Server, start_server, stop_server
+from tests.conftest import Server, running_server
 from tests.helpers import DATA, read_wav, references, shared, wer
 
 KEY = "sk-oyez-realtime-test"
@@ -38,12 +38,10 @@ LIBRIVOX = DATA / "librivox_0870.wav"
 @pytest.fixture(scope="module")
 def rt(tmp_path_factory):
     log = tmp_path_factory.mktemp("realtime") / "server.log"
-    proc, url = start_server({"OYEZ_PRELOAD": '["whisper-1"]', "OYEZ_DEFAULT_WEIGHTS": "tiny.en",
-                              "OYEZ_API_KEYS": KEY}, log)
-    srv = Server(url=url, pid=proc.pid, log=log)
-    srv.ws = url.replace("http://", "ws://") + "/v1/realtime?intent=transcription"
-    yield srv
-    stop_server(proc)
+    with running_server({"OYEZ_PRELOAD": '["whisper-1"]', "OYEZ_DEFAULT_WEIGHTS": "tiny.en",
+                         "OYEZ_API_KEYS": KEY}, log) as srv:
+        srv.ws = srv.url.replace("http://", "ws://") + "/v1/realtime?intent=transcription"
+        yield srv
 
 
 # -- audio helpers ----------------------------------------------------------------------------
@@ -458,12 +456,10 @@ def test_a_vanished_client_frees_everything(rt, tmp_path):
 @pytest.fixture(scope="module")
 def capped(tmp_path_factory):
     log = tmp_path_factory.mktemp("realtime_capped") / "server.log"
-    proc, url = start_server({"OYEZ_PRELOAD": "[]", "OYEZ_MAX_REALTIME_SESSIONS": "1",
-                              "OYEZ_REALTIME_MAX_SESSION_SECONDS": "4"}, log)
-    srv = Server(url=url, pid=proc.pid, log=log)
-    srv.ws = url.replace("http://", "ws://") + "/v1/realtime?intent=transcription"
-    yield srv
-    stop_server(proc)
+    with running_server({"OYEZ_PRELOAD": "[]", "OYEZ_MAX_REALTIME_SESSIONS": "1",
+                         "OYEZ_REALTIME_MAX_SESSION_SECONDS": "4"}, log) as srv:
+        srv.ws = srv.url.replace("http://", "ws://") + "/v1/realtime?intent=transcription"
+        yield srv
 
 
 def test_session_cap_and_session_length(capped):
