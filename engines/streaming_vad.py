@@ -84,6 +84,7 @@ class TurnParams:
 class TurnEvent:
     kind: str  # "start" or "stop"
     sample: int  # on the stream's 16 kHz timeline: the turn's first sample (with padding), or its end
+    speech_end: int | None = None  # on a stop: where the silence that ended the turn began
 
 
 class TurnDetector:
@@ -118,6 +119,12 @@ class TurnDetector:
             if self._silence_from is None:
                 self._silence_from = start
             if self.position - self._silence_from >= silence:
+                events.append(TurnEvent("stop", self.position, speech_end=self._silence_from))
                 self.speaking, self._silence_from, self._last_stop = False, None, self.position
-                events.append(TurnEvent("stop", self.position))
         return events
+
+    @property
+    def silence_from(self) -> int | None:
+        """Within a turn, where the silence heard since began (None while speech goes on): if it lasts
+        `silence_duration_ms` the turn stops there, with this as its `speech_end`."""
+        return self._silence_from if self.speaking else None

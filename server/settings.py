@@ -78,6 +78,10 @@ class RealtimeSettings(BaseModel):
         1.0, ge=0, description="Decode a turn still being spoken every this many seconds of new audio, for text before "
         "the turn ends (0 = text only at the end of each turn)."
     )
+    early_final_ms: int = Field(
+        200, ge=0, description="Start a turn's final decode once the speaker has been silent this long, before "
+        "silence_duration_ms confirms the turn's end (kept if no speech comes back; 0 = start it at speech_stopped)."
+    )
     max_buffer_seconds: float = Field(
         300.0, gt=0, description="Most uncommitted audio a realtime session holds: a longer server-VAD turn is cut "
         "there; with turn_detection null the oldest audio is dropped, with an error event."
@@ -168,6 +172,7 @@ FLAT_ALIASES: dict[str, tuple[str, str]] = {
     "OYEZ_REALTIME_MAX_SESSION_SECONDS": ("realtime", "max_session_seconds"),
     "OYEZ_REALTIME_PARTIAL_INTERVAL_SECONDS": ("realtime", "partial_interval_seconds"),
     "OYEZ_REALTIME_MAX_BUFFER_SECONDS": ("realtime", "max_buffer_seconds"),
+    "OYEZ_REALTIME_EARLY_FINAL_MS": ("realtime", "early_final_ms"),
 }
 
 

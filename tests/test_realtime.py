@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import queue
 import re
 import subprocess
@@ -266,6 +267,51 @@ def test_text_arrives_while_the_speaker_is_still_speaking(rt):
     assert len(item["deltas"]) >= 1 and "".join(d["delta"] for d in item["deltas"]) == done["transcript"]
     assert done["usage"]["type"] == "tokens" and done["usage"]["output_tokens"] > 0
     assert wer(references()["librivox_0870.wav"], done["transcript"]) <= 0.25, done["transcript"]
+
+
+def early_finals(srv: Server) -> dict[str, float]:
+    text = httpx.get(f"{srv.url}/metrics", timeout=10).text
+    return {m[1]: float(m[2]) for m in re.finditer(r'oyez_realtime_early_finals_total\{outcome="(\w+)"\} (\S+)', text)}
+
+
+def test_the_final_decode_starts_in_the_silence_and_is_kept_only_if_speech_does_not_come_back(rt):
+    """One turn: JFK, a 2 s pause (with JFK's own trailing silence still shorter than silence_duration_ms:
+    the turn goes on), the Librivox sentence, then silence. The silences are sent at real-time pace and are
+    long enough for a partial decode under way to end, so the early final decode starts in each: the first
+    is superseded by speech, the second becomes the turn's final decode."""
+    before = early_finals(rt)
+    first, second = read_wav(JFK), read_wav(LIBRIVOX)
+    with SdkSession(rt) as s:
+        s.next()
+        session = update()
+        session["audio"]["input"]["turn_detection"]["silence_duration_ms"] = 4000
+        s.conn.session.update(session=session)
+        assert s.next().type == "session.updated"
+
+        def send(samples: np.ndarray, pace: bool) -> None:
+            for piece in chunks(pcm24(samples), 4800):  # 100 ms pieces
+                s.conn.input_audio_buffer.append(audio=piece)
+                if pace:
+                    time.sleep(0.1)
+
+        send(np.concatenate([silence(0.3), first]), pace=False)
+        send(silence(2.0), pace=True)
+        send(second, pace=False)
+        send(silence(4.5), pace=True)
+        events = s.until("conversation.item.input_audio_transcription.completed")
+    items = by_item(events)
+    assert len(items) == 1, list(items)
+    item = next(iter(items.values()))
+    done = item["completed"]
+    assert "".join(d["delta"] for d in item["deltas"]) == done["transcript"]
+    reference = references()["jfk.wav"] + " " + references()["librivox_0870.wav"]
+    assert wer(reference, done["transcript"]) <= 0.2, done["transcript"]
+    # usage is the committed turn's, not the shorter audio the early decode saw
+    turn_s = (item["speech_stopped"]["audio_end_ms"] - item["speech_started"]["audio_start_ms"]) / 1000
+    assert done["usage"] == {"type": "duration", "seconds": math.ceil(turn_s)}, (done["usage"], turn_s)
+    after = early_finals(rt)
+    assert after.get("superseded", 0) > before.get("superseded", 0), (before, after)
+    assert after.get("used", 0) == before.get("used", 0) + 1, (before, after)
 
 
 def test_manual_commit_with_g711_ulaw_through_the_sdk(rt):

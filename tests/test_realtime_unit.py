@@ -103,6 +103,22 @@ def test_turn_detector_start_padding_hysteresis_and_stop():
     assert det2.feed(np.array([0.9, 0.9])) == [] and det2.speaking
 
 
+def test_turn_detector_tells_where_the_silence_began():
+    """The early final decode (server/realtime/session.py) starts on `silence_from` and is kept only when
+    the stop's `speech_end` is that same sample, i.e. no speech came back in between."""
+    det = TurnDetector(TurnParams(threshold=0.5, prefix_padding_ms=0, silence_duration_ms=160))  # 5 frames
+    assert det.feed(np.array([0.9] * 4))[0].kind == "start" and det.silence_from is None
+    det.feed(np.array([0.1, 0.1]))
+    assert det.silence_from == 4 * FRAME
+    det.feed(np.array([0.9]))  # speech came back: the silence is over, a later one starts afresh
+    assert det.silence_from is None
+    det.feed(np.array([0.2, 0.4]))  # 0.4 does not end a silence once it began
+    assert det.silence_from == 7 * FRAME
+    stop = det.feed(np.array([0.1] * 3))
+    assert [(e.kind, e.sample, e.speech_end) for e in stop] == [("stop", 12 * FRAME, 7 * FRAME)]
+    assert det.silence_from is None and not det.speaking
+
+
 def test_turn_detector_padding_never_reaches_before_the_floor():
     det = TurnDetector(TurnParams(prefix_padding_ms=300), position=FRAME * 100)
     events = det.feed(np.array([0.9]), floor=FRAME * 99)

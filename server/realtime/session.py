@@ -13,12 +13,19 @@ decodes agree on are sent as deltas (engines/local_agreement.py). A partial deco
 nobody waits for the model's pool and it leaves one run slot free, so it never goes ahead of a file
 request or a final decode, and one that arrives while partials run finds a slot.
 When the turn ends, one full decode (beam search, the sent words as prefix) gives the rest.
+
+That final decode starts early: once the speaker has been silent for `realtime.early_final_ms`
+(before `silence_duration_ms` confirms the end of the turn), the turn so far is decoded as the final
+would be. If no speech comes back before the turn stops, that decode is the final one, already under
+way (only trailing silence separates its audio from the committed turn's); if speech comes back, it
+served as one more partial decode.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -77,6 +84,9 @@ class RealtimeService:
         self.m_latency = Histogram(
             "oyez_realtime_turn_latency_seconds", "From the end of a turn (speech_stopped or commit) to its "
             "`completed` event.", ["model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.m_early = Counter(
+            "oyez_realtime_early_finals", "Final decodes started in a silence before the turn ended: used as the "
+            "turn's final decode, or superseded because speech came back.", ["outcome"], registry=r)
         self.m_first_delta = Histogram(
             "oyez_realtime_first_delta_seconds", "From speech_started to a turn's first delta.", ["model"],
             buckets=LATENCY_BUCKETS, registry=r)
@@ -104,6 +114,15 @@ class RealtimeService:
 
 
 @dataclass
+class EarlyFinal:
+    """A final decode started before the turn was known to end: valid if the turn's speech ended at `speech_end`."""
+
+    speech_end: int  # where the silence it was started in began
+    end: int  # the last sample it decodes
+    task: asyncio.Task
+
+
+@dataclass
 class Turn:
     """One item: audio from `start` (a sample on the session's timeline) to `end` once it ended."""
 
@@ -118,6 +137,8 @@ class Turn:
     started_at: float = field(default_factory=time.monotonic)
     ended_at: float | None = None
     live: bool = True  # server VAD turn: partial decodes allowed
+    speech_end: int | None = None  # server VAD: where the silence that ended the turn began
+    early: EarlyFinal | None = None
 
 
 class AudioBuffer:
@@ -305,7 +326,7 @@ class Session:
             if ev.kind == "start":
                 await self.speech_started(ev.sample)
             else:
-                await self.speech_stopped(ev.sample)
+                await self.speech_stopped(ev.sample, ev.speech_end)
         turn = self.current
         if turn is not None:
             if self.buffer.end - turn.start >= cap:  # a turn that never pauses is cut at the cap
@@ -322,10 +343,11 @@ class Session:
         await self.send(event("input_audio_buffer.speech_started", audio_start_ms=sample // MS,
                               item_id=self.current.item_id))
 
-    async def speech_stopped(self, sample: int) -> None:
+    async def speech_stopped(self, sample: int, speech_end: int | None = None) -> None:
         turn, self.current = self.current, None
         if turn is None:
             return
+        turn.speech_end = speech_end
         await self.send(event("input_audio_buffer.speech_stopped", audio_end_ms=sample // MS, item_id=turn.item_id))
         await self.commit_turn(turn, sample)
 
@@ -376,12 +398,26 @@ class Session:
         while not self.closed:
             self.wake.clear()
             turn = self.current
+            if turn is not None and self._early_final_due(turn) and self._pool_free():
+                await self.early_final(turn)
+                continue
             if turn is not None and interval > 0 and self._pool_free():
                 length = self.buffer.end - turn.start
                 if length - turn.partial_at >= interval and length <= PARTIAL_MAX_S * SAMPLE_RATE:
                     await self.partial(turn, length)
                     continue
             await self.wake.wait()
+
+    def _early_final_due(self, turn: Turn) -> bool:
+        """The speaker has been silent for `early_final_ms` and this silence has no early decode yet."""
+        early_ms = self.settings.realtime.early_final_ms
+        silence_from = self.detector.silence_from if self.detector is not None else None
+        if not early_ms or silence_from is None or not turn.live:
+            return False
+        if turn.early is not None and turn.early.speech_end == silence_from:
+            return False
+        return (self.buffer.end - silence_from >= early_ms * MS
+                and self.buffer.end - turn.start <= PARTIAL_MAX_S * SAMPLE_RATE)
 
     def _pool_free(self) -> bool:
         """A partial decode may start: nobody waits, and it leaves a slot free for a final decode or a
@@ -435,6 +471,54 @@ class Session:
         if new:
             await self.delta(turn, new)
 
+    async def early_final(self, turn: Turn) -> None:
+        """Start the turn's final decode in a silence that may end it; until the turn ends, wait for it here
+        and use it as a partial decode."""
+        end = self.buffer.end
+        samples = self.buffer.take(turn.start, end)
+        task = asyncio.create_task(self._decode(self.config.model, samples, self._options(turn, final=True)))
+        if turn.early is not None:  # speech came back after the last one
+            self.service.m_early.labels("superseded").inc()
+        turn.early = EarlyFinal(speech_end=self.detector.silence_from, end=end, task=task)
+        try:
+            transcript = await asyncio.shield(task)
+        except (APIError, EngineError) as exc:  # the final decode will try again
+            log.debug("early final decode failed: %s", exc)
+            return
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        except Exception:
+            log.exception("realtime early final decode failed")
+            return
+        if turn.final_started:  # the turn ended in this silence: finish() takes it from here
+            return
+        new = turn.agreement.update(words_of(transcript))
+        if new:
+            await self.delta(turn, new)
+
+    async def _early_transcript(self, turn: Turn) -> Transcript | None:
+        """The early final decode's transcript, when it decoded this whole turn's speech."""
+        early = turn.early
+        if early is None or turn.speech_end is None or early.speech_end != turn.speech_end:
+            if early is not None:
+                self.service.m_early.labels("superseded").inc()
+            return None
+        try:
+            transcript = await asyncio.shield(early.task)
+        except asyncio.CancelledError:
+            if not early.task.cancelled():
+                raise  # this session is ending
+            return None
+        except Exception:  # logged where it ran; decode again
+            return None
+        self.service.m_early.labels("used").inc()
+        # Usage counts the committed turn (live turns are decoded without VAD), of which the early decode
+        # left out only trailing silence.
+        seconds = turn.samples.size / SAMPLE_RATE
+        return dataclasses.replace(transcript, audio=dataclasses.replace(
+            transcript.audio, duration=seconds, speech_duration=seconds))
+
     async def delta(self, turn: Turn, words: list[Word]) -> None:
         text = join(words)
         if not text:
@@ -453,7 +537,9 @@ class Session:
         model = self.config.model
         turn.final_started = True
         try:
-            transcript = await self._decode(model, turn.samples, self._options(turn, final=True))
+            transcript = await self._early_transcript(turn)
+            if transcript is None:
+                transcript = await self._decode(model, turn.samples, self._options(turn, final=True))
         except (APIError, EngineError) as exc:
             err = exc if isinstance(exc, APIError) else from_engine_error(exc)
             self.service.m_turns.labels(model, "failed").inc()
