@@ -78,6 +78,11 @@ class RealtimeSettings(BaseModel):
         1.0, ge=0, description="Decode a turn still being spoken every this many seconds of new audio, for text before "
         "the turn ends (0 = text only at the end of each turn)."
     )
+    context_words: int = Field(
+        0, ge=0, description="Decode a turn after the session's prompt and the last this many words of the session's "
+        "earlier turns, as Whisper conditions a window on the previous one (0 = the prompt alone; off by default: "
+        "on short turns it made Whisper repeat the context, docs/realtime.md)."
+    )
     early_final_ms: int = Field(
         200, ge=0, description="Start a turn's final decode once the speaker has been silent this long, before "
         "silence_duration_ms confirms the turn's end (kept if no speech comes back; 0 = start it at speech_stopped)."
@@ -173,6 +178,7 @@ FLAT_ALIASES: dict[str, tuple[str, str]] = {
     "OYEZ_REALTIME_PARTIAL_INTERVAL_SECONDS": ("realtime", "partial_interval_seconds"),
     "OYEZ_REALTIME_MAX_BUFFER_SECONDS": ("realtime", "max_buffer_seconds"),
     "OYEZ_REALTIME_EARLY_FINAL_MS": ("realtime", "early_final_ms"),
+    "OYEZ_REALTIME_CONTEXT_WORDS": ("realtime", "context_words"),
 }
 
 

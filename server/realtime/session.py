@@ -203,6 +203,7 @@ class Session:
         self.current: Turn | None = None  # the server-VAD turn being spoken
         self.finals: deque[Turn] = deque()
         self.last_item: str | None = None
+        self.history: deque[str] = deque(maxlen=16)  # the last completed transcripts: the next turns' context
         self.wake = asyncio.Event()  # new audio in a turn being spoken
         self.finals_ready = asyncio.Event()
         self.send_lock = asyncio.Lock()
@@ -401,23 +402,28 @@ class Session:
             if turn is not None and self._early_final_due(turn) and self._pool_free():
                 await self.early_final(turn)
                 continue
-            if turn is not None and interval > 0 and self._pool_free():
+            # No partial decode in a pause: it would hold the pool when the early final decode is due.
+            if turn is not None and interval > 0 and self._pause(turn) is None and self._pool_free():
                 length = self.buffer.end - turn.start
                 if length - turn.partial_at >= interval and length <= PARTIAL_MAX_S * SAMPLE_RATE:
                     await self.partial(turn, length)
                     continue
             await self.wake.wait()
 
+    def _pause(self, turn: Turn) -> int | None:
+        """Where the silence the speaker is in began, when an early final decode would take it (else None)."""
+        silence_from = self.detector.silence_from if self.detector is not None else None
+        if (not self.settings.realtime.early_final_ms or silence_from is None or not turn.live
+                or self.buffer.end - turn.start > PARTIAL_MAX_S * SAMPLE_RATE):
+            return None
+        return silence_from
+
     def _early_final_due(self, turn: Turn) -> bool:
         """The speaker has been silent for `early_final_ms` and this silence has no early decode yet."""
-        early_ms = self.settings.realtime.early_final_ms
-        silence_from = self.detector.silence_from if self.detector is not None else None
-        if not early_ms or silence_from is None or not turn.live:
+        silence_from = self._pause(turn)
+        if silence_from is None or (turn.early is not None and turn.early.speech_end == silence_from):
             return False
-        if turn.early is not None and turn.early.speech_end == silence_from:
-            return False
-        return (self.buffer.end - silence_from >= early_ms * MS
-                and self.buffer.end - turn.start <= PARTIAL_MAX_S * SAMPLE_RATE)
+        return self.buffer.end - silence_from >= self.settings.realtime.early_final_ms * MS
 
     def _pool_free(self) -> bool:
         """A partial decode may start: nobody waits, and it leaves a slot free for a final decode or a
@@ -430,7 +436,7 @@ class Session:
         committed = join(turn.agreement.committed)
         return TranscribeOptions(
             language=self.config.language,
-            prompt=self.config.prompt,
+            prompt=self._prompt(),
             token_logprobs=self.config.include_logprobs,
             # A server-VAD turn is speech already; a committed buffer may hold long silences.
             vad=None if turn.live else (VadParams() if self.settings.vad_by_default else None),
@@ -438,6 +444,13 @@ class Session:
             beam_size=None if final else 1,
             fallback=final,
         )
+
+    def _prompt(self) -> str | None:
+        """The session's prompt, then the end of the turns transcribed so far, as Whisper takes the previous
+        window's text: a turn decoded alone writes "10 of clubs" where its context says "ten of clubs"."""
+        words = self.settings.realtime.context_words
+        previous = " ".join(" ".join(self.history).split()[-words:]) if words else ""
+        return " ".join(p for p in (self.config.prompt, previous) if p) or None
 
     async def _decode(self, model: str, samples: np.ndarray, options: TranscribeOptions) -> Transcript:
         """One decode with a scheduler slot and an engine lease held only while it runs, driven like
@@ -557,6 +570,7 @@ class Session:
         rest = turn.agreement.finish(words_of(transcript))
         await self.delta(turn, rest)
         words = turn.agreement.committed
+        self.history.append(join(words))
         fields = {"item_id": turn.item_id, "content_index": 0, "transcript": join(words),
                   "usage": usage_for(capabilities_of(model), transcript)}
         if self.config.include_logprobs:
