@@ -35,6 +35,9 @@ from engines.whisper_model import WhisperModelSharingFirstEncode
 log = logging.getLogger("oyez.whisper")
 
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+# A stream's short first window (engines/longform.split_first) decides the language when Whisper gives it
+# at least this probability there; below, it is detected on up to 30 s first. Chosen in docs/benchmarks.md.
+PIECE_LANGUAGE_CONFIDENCE = 0.9
 # The coverage check's own VAD (engines/coverage.py): tight edges and short pauses, so a gap
 # between segments is measured as speech only where someone speaks, whatever the request's VAD.
 COVERAGE_VAD = VadOptions(threshold=0.5, min_speech_duration_ms=250, min_silence_duration_ms=300, speech_pad_ms=100)
@@ -147,14 +150,18 @@ class FasterWhisperEngine:
         duration = audio.duration
         windows = plan_windows(audio.samples, audio.sample_rate, self.window_seconds)
         language, language_probability = options.language, None
+        unsure = False
         if options.early_first_segment:
             planned, windows = windows, split_first(audio.samples, audio.sample_rate, windows)
-            if windows != planned and language is None and self.multilingual:
-                # The short first window would decide the language for the whole file: detect it on
-                # up to 30 s, as a whole first window would have (the piece's own detection is skipped).
-                language, language_probability = self._detect_language(audio, planned[0], options.vad)
+            unsure = windows != planned and language is None and self.multilingual
         a, b = windows[0]
         segments, info = self._run(model, audio.samples[a:b], options, language, options.prompt)
+        if unsure and info.language_probability < PIECE_LANGUAGE_CONFIDENCE:
+            # The short first window decides the language for the whole file. When its few seconds leave
+            # Whisper unsure, decide on up to 30 s, as a whole first window would have (one more encoder
+            # pass before the first text); the piece's undecoded segments are dropped.
+            language, language_probability = self._detect_language(audio, planned[0], options.vad)
+            segments, info = self._run(model, audio.samples[a:b], options, language, options.prompt)
         if language_probability is not None:
             info = dataclasses.replace(info, language_probability=language_probability)
         prompt_tokens = len(self._encode(" " + options.prompt.strip())) if options.prompt else 0

@@ -62,3 +62,22 @@ def test_a_stale_detection_is_never_used_by_a_later_transcription(engine):
     engine.model.detect_language(jfk.samples)
     transcript = engine.transcribe(other, TranscribeOptions(language="en")).collect()
     assert wer(REFS["librivox_0870.wav"], transcript.text) <= 0.10
+
+
+def test_a_streams_first_piece_decides_the_language_with_one_encode_when_whisper_is_sure(engine):
+    """A stream's short first window (engines/longform.split_first) detects the language on its own encoding;
+    no separate detection pass over 30 s delays the first text."""
+    jfk, other = (decode_audio(str(DATA / n)).samples for n in ("jfk.wav", "librivox_0870.wav"))
+    pause = np.zeros(8000, np.float32)
+    audio = Audio(np.concatenate([jfk, pause, other, pause, jfk]))
+    assert audio.duration > 16  # long enough to be split
+    encodes, detections = _calls(engine, "encode"), _calls(engine, "detect_language")
+    stream = engine.transcribe(audio, TranscribeOptions(early_first_segment=True))
+    first = next(iter(stream))
+    assert stream.language == "en" and stream.language_probability >= 0.9
+    assert _calls(engine, "encode") - encodes == 1 and _calls(engine, "detect_language") - detections == 1
+    assert first.end <= 8.5  # the short first window's text
+    rest = list(stream)
+    text = " ".join(s.text for s in [first, *rest])
+    reference = " ".join([REFS["jfk.wav"], REFS["librivox_0870.wav"], REFS["jfk.wav"]])
+    assert wer(reference, text) <= 0.10, text
