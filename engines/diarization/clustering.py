@@ -7,6 +7,12 @@ on the first k eigenvectors gives the clusters. The count is bounded by the call
 by a duration-aware prior (`max_for_duration`): a 30 s clip cannot hold eight speakers, while a
 voice heard for a second still forms its own tight block of embeddings and keeps its cluster.
 
+After the eigengap, three corrections (engines/diarization/pipeline.py applies them in this order):
+`split_mixed_clusters` cuts a cluster in two while its halves sound different (the eigengap lumps
+voices that each say little), `reassign_minor_clusters` dissolves clusters with too little speech
+into their nearest neighbour (3D-Speaker does so by number of embeddings), and `merge_close_clusters`
+joins clusters that sound alike (on 30 s of meeting audio k-means cuts one talker's speech by time).
+
 Pure numpy/scipy, so it is unit-tested without torch.
 """
 

@@ -135,7 +135,9 @@ class _SpectralClustering(BaseClustering):
     Embeddings of local speakers active on their own for at least `min_active_ratio` of a chunk are
     clustered (pyannote's default, 0.2 of 10 s, leaves out a voice heard for under 2 s); every
     embedding is then assigned to the nearest centroid, as in pyannote. Without bounds from the
-    caller the count is at most one speaker per `seconds_per_speaker` of audio.
+    caller the count is at most one speaker per `seconds_per_speaker` of audio. Unless the caller gave
+    the count, clusters are then split (`split_threshold`), dissolved when they hold under `min_speaker_s`
+    of speech (the union of their embeddings' active frames) and merged (`merge_threshold`), in that order.
     """
 
     expects_num_clusters = False
