@@ -81,6 +81,11 @@ def test_close_clusters_merge_and_distinct_ones_do_not():
     merged = merge_close_clusters(x, split, threshold=0.8)
     assert same_partition(merged, truth)
     assert same_partition(merge_close_clusters(x, truth, threshold=0.8), truth)
+    # Merged down to `keep`, the labels are still numbered 0..k-1 (pyannote counts max + 1 clusters).
+    one = merge_close_clusters(x, split + 5, threshold=-1.0)
+    assert set(one.tolist()) == {0}
+    two = merge_close_clusters(x, split + 5, threshold=-1.0, keep=2)
+    assert set(two.tolist()) == {0, 1}
 
 
 def test_subsample_is_even_and_bounded():

@@ -241,8 +241,8 @@ def merge_close_clusters(embeddings: np.ndarray, labels: np.ndarray, threshold: 
     labels = labels.copy()
     while True:
         ids = np.unique(labels)
-        if len(ids) <= keep:
-            return labels
+        if len(ids) <= keep:  # numbered 0..k-1 again: pyannote's assignment takes max + 1 as the count
+            return np.unique(labels, return_inverse=True)[1]
         c = np.stack([embeddings[labels == i].mean(axis=0) for i in ids])
         c /= np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)
         s = c @ c.T
