@@ -7,6 +7,12 @@ on the first k eigenvectors gives the clusters. The count is bounded by the call
 by a duration-aware prior (`max_for_duration`): a 30 s clip cannot hold eight speakers, while a
 voice heard for a second still forms its own tight block of embeddings and keeps its cluster.
 
+After the eigengap, three corrections (engines/diarization/pipeline.py applies them in this order):
+`split_mixed_clusters` cuts a cluster in two while its halves sound different (the eigengap lumps
+voices that each say little), `reassign_minor_clusters` dissolves clusters with too little speech
+into their nearest neighbour (3D-Speaker does so by number of embeddings), and `merge_close_clusters`
+joins clusters that sound alike (on 30 s of meeting audio k-means cuts one talker's speech by time).
+
 Pure numpy/scipy, so it is unit-tested without torch.
 """
 
@@ -15,9 +21,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.cluster.vq import kmeans2
 from scipy.linalg import eigh
 
+AUTO_PRUNE = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)  # candidate prune shares when the share is chosen per file
 MAX_EMBEDDINGS = 3000  # more are subsampled evenly for the eigendecomposition (O(n^3)); all are assigned after
 
 
@@ -50,13 +58,22 @@ def spectral_clusters(
     min_neighbours: int = 6,
     seed: int = 0,
     normalised: bool = True,
+    split: str = "kmeans",
+    auto_prune: tuple[float, ...] = (),
 ) -> np.ndarray:
-    """Cluster index per embedding (0..k-1), k from the eigengap within [min_clusters, max_clusters]."""
+    """Cluster index per embedding (0..k-1), k from the eigengap within [min_clusters, max_clusters].
+
+    `split`: `kmeans` on the first k eigenvectors, or `linkage`: the average-linkage tree of the
+    embeddings themselves (cosine) cut into k clusters. `auto_prune`: candidate prune shares; the one
+    with the clearest gap for its density is taken per file (`choose_prune`), instead of `prune`.
+    """
     n = embeddings.shape[0]
     if n <= 2:
         return np.zeros(n, dtype=int)
     max_clusters = max(1, min(max_clusters, n - 1))
     min_clusters = max(1, min(min_clusters, max_clusters))
+    if auto_prune:
+        prune = choose_prune(embeddings, auto_prune, min_clusters, max_clusters, min_neighbours, normalised)
     a = affinity(embeddings, prune, min_neighbours)
     degree = a.sum(axis=1)
     if normalised:  # symmetric normalised Laplacian: eigenvalues in [0, 2], gaps comparable across files
@@ -77,6 +94,8 @@ def spectral_clusters(
             k = max_clusters
     if k == 1:
         return np.zeros(n, dtype=int)
+    if split == "linkage":
+        return linkage_clusters(embeddings, k)
     rng = np.random.default_rng(seed)
     best, best_inertia = None, np.inf
     points = vectors[:, :k]
@@ -91,13 +110,139 @@ def spectral_clusters(
     return best
 
 
+def laplacian_values(a: np.ndarray, normalised: bool, top: int) -> np.ndarray:
+    """The `top` + 1 smallest eigenvalues of the affinity's Laplacian, and its largest last."""
+    n = a.shape[0]
+    degree = a.sum(axis=1)
+    if normalised:
+        scale = 1.0 / np.sqrt(np.maximum(degree, 1e-12))
+        laplacian = np.eye(n) - scale[:, None] * a * scale[None, :]
+    else:
+        laplacian = np.diag(degree) - a
+    small = eigh(laplacian, eigvals_only=True, subset_by_index=[0, min(n - 1, top)])
+    large = eigh(laplacian, eigvals_only=True, subset_by_index=[n - 1, n - 1])
+    return np.concatenate([small, large])
+
+
+def choose_prune(embeddings: np.ndarray, candidates: tuple[float, ...], min_clusters: int, max_clusters: int,
+                 min_neighbours: int = 6, normalised: bool = True) -> float:
+    """The prune share with the clearest eigengap for how much it keeps (NME-SC, Park et al. 2019).
+
+    For each candidate p: g = largest gap among the eigenvalues min..max+1, over the largest eigenvalue;
+    the candidate with the smallest p / g wins (a sparse graph with a clear gap over a dense one).
+    """
+    n = embeddings.shape[0]
+    best, best_ratio, seen = candidates[0], np.inf, set()
+    for p in candidates:
+        keep = min(n, max(min_neighbours, int(math.ceil(p * n))))  # what affinity() keeps per row
+        if keep in seen:
+            continue
+        seen.add(keep)
+        values = laplacian_values(affinity(embeddings, p, min_neighbours), normalised, max_clusters + 1)
+        gaps = np.diff(values[:-1][min_clusters - 1 : max_clusters + 2])
+        g = float(gaps.max()) / max(float(values[-1]), 1e-12) if gaps.size else 0.0
+        ratio = (keep / n) / max(g, 1e-12)
+        if ratio < best_ratio:
+            best, best_ratio = p, ratio
+    return best
+
+
+def linkage_clusters(embeddings: np.ndarray, k: int) -> np.ndarray:
+    """Average-linkage (cosine) tree of the embeddings cut into k clusters: 0..k-1 per embedding."""
+    if k <= 1 or embeddings.shape[0] <= 1:
+        return np.zeros(embeddings.shape[0], dtype=int)
+    x = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    tree = linkage(x, method="average", metric="cosine")
+    labels = fcluster(tree, t=k, criterion="maxclust")
+    return np.unique(labels, return_inverse=True)[1]
+
+
+def cluster_speech(labels: np.ndarray, frames: list[np.ndarray], frame_s: float) -> np.ndarray:
+    """Seconds of speech per cluster: the union of its embeddings' active frames (absolute frame indices)."""
+    ids = np.unique(labels)
+    out = np.zeros(len(ids))
+    for j, i in enumerate(ids):
+        members = [frames[m] for m in np.flatnonzero(labels == i)]
+        out[j] = len(np.unique(np.concatenate(members))) * frame_s if members else 0.0
+    return out
+
+
+def reassign_minor_clusters(embeddings: np.ndarray, labels: np.ndarray, speech_s: np.ndarray, min_speech_s: float,
+                            keep: int = 1) -> np.ndarray:
+    """Dissolve clusters holding less than `min_speech_s` of speech into their nearest major cluster.
+
+    As 3D-Speaker's minor-cluster filter, but by seconds of speech rather than number of embeddings:
+    each embedding of a minor cluster goes to the major centroid it resembles most (cosine). The
+    clusters with the most speech are kept major even when short, so that at least `keep` remain.
+    `speech_s` is per cluster, in the order of np.unique(labels).
+    """
+    ids = np.unique(labels)
+    if len(ids) <= max(keep, 1):
+        return np.unique(labels, return_inverse=True)[1]
+    order = np.argsort(-speech_s, kind="stable")
+    major = [ids[j] for j in order if speech_s[j] >= min_speech_s]
+    for j in order:
+        if len(major) >= max(keep, 1):
+            break
+        if ids[j] not in major:
+            major.append(ids[j])
+    x = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    centres = np.stack([x[labels == i].mean(axis=0) for i in major])
+    centres /= np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
+    labels = labels.copy()
+    minor = ~np.isin(labels, major)
+    if minor.any():
+        labels[minor] = np.asarray(major)[np.argmax(x[minor] @ centres.T, axis=1)]
+    return np.unique(labels, return_inverse=True)[1]
+
+
+def split_mixed_clusters(embeddings: np.ndarray, labels: np.ndarray, threshold: float, speech, min_speech_s: float,
+                         max_clusters: int, min_size: int = 6, seed: int = 0) -> np.ndarray:
+    """Split a cluster in two while its halves' centroids are less alike (cosine) than `threshold`.
+
+    The eigengap under-counts when several voices each say little: they share one cluster. Each
+    cluster is cut in two (2-means on the normalised embeddings, seeded restarts); the cut is kept
+    when the two centroids' cosine is below `threshold` and each half holds at least `min_size`
+    embeddings and `min_speech_s` of speech (`speech(mask)` gives the seconds of a set of embeddings),
+    and then its halves are tried again; at most `max_clusters` in all.
+    """
+    x = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    labels = np.unique(labels, return_inverse=True)[1]
+    rng = np.random.default_rng(seed)
+    pending = list(np.unique(labels))
+    while pending and len(np.unique(labels)) < max_clusters:
+        k = pending.pop(0)
+        members = np.flatnonzero(labels == k)
+        if len(members) < 2 * min_size:
+            continue
+        best, best_inertia = None, np.inf
+        for _ in range(5):
+            centres, halves = kmeans2(x[members], 2, minit="++", seed=rng)
+            inertia = float(np.sum((x[members] - centres[halves]) ** 2))
+            if inertia < best_inertia and len(np.unique(halves)) == 2:
+                best, best_inertia = halves, inertia
+        if best is None:
+            continue
+        a, b = members[best == 0], members[best == 1]
+        ca, cb = x[a].mean(axis=0), x[b].mean(axis=0)
+        cosine = float(ca @ cb / max(np.linalg.norm(ca) * np.linalg.norm(cb), 1e-12))
+        if cosine >= threshold or min(len(a), len(b)) < min_size:
+            continue
+        if min(speech(np.isin(np.arange(len(labels)), a)), speech(np.isin(np.arange(len(labels)), b))) < min_speech_s:
+            continue
+        new = labels.max() + 1
+        labels[b] = new
+        pending += [k, new]
+    return np.unique(labels, return_inverse=True)[1]
+
+
 def merge_close_clusters(embeddings: np.ndarray, labels: np.ndarray, threshold: float, keep: int = 1) -> np.ndarray:
     """Merge the two clusters whose centroids are most alike while their cosine exceeds `threshold`."""
     labels = labels.copy()
     while True:
         ids = np.unique(labels)
-        if len(ids) <= keep:
-            return labels
+        if len(ids) <= keep:  # numbered 0..k-1 again: pyannote's assignment takes max + 1 as the count
+            return np.unique(labels, return_inverse=True)[1]
         c = np.stack([embeddings[labels == i].mean(axis=0) for i in ids])
         c /= np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)
         s = c @ c.T

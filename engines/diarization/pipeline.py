@@ -37,7 +37,10 @@ with warnings.catch_warnings():
     from pyannote.audio.pipelines.clustering import AgglomerativeClustering, BaseClustering  # noqa: E402
 
 from engines.bundled import diarization_weights  # noqa: E402
-from engines.diarization.clustering import max_for_duration, merge_close_clusters, spectral_clusters, subsample  # noqa: E402
+from engines.diarization.clustering import (  # noqa: E402
+    AUTO_PRUNE, cluster_speech, max_for_duration, merge_close_clusters, reassign_minor_clusters, spectral_clusters,
+    split_mixed_clusters, subsample,
+)
 from engines.diarization.embeddings import DIMENSION, FRAME_RATE, CamppEmbedding, fbank  # noqa: E402
 from engines.errors import ModelUnavailableError  # noqa: E402
 from engines.diarization.speakers import SpeakerTurn, normalize  # noqa: E402
@@ -132,15 +135,24 @@ class _SpectralClustering(BaseClustering):
     Embeddings of local speakers active on their own for at least `min_active_ratio` of a chunk are
     clustered (pyannote's default, 0.2 of 10 s, leaves out a voice heard for under 2 s); every
     embedding is then assigned to the nearest centroid, as in pyannote. Without bounds from the
-    caller the count is at most one speaker per `seconds_per_speaker` of audio.
+    caller the count is at most one speaker per `seconds_per_speaker` of audio. Unless the caller gave
+    the count, clusters are then split (`split_threshold`), dissolved when they hold under `min_speaker_s`
+    of speech (the union of their embeddings' active frames) and merged (`merge_threshold`), in that order.
     """
 
     expects_num_clusters = False
 
     def __init__(self, prune: float, seconds_per_speaker: float, merge_threshold: float | None, min_active_ratio: float,
-                 normalised: bool = True):
+                 normalised: bool = True, split: str = "kmeans", auto_prune: bool = False, min_speaker_s: float = 0.0,
+                 short: BaseClustering | None = None, short_below_s: float = 0.0, split_threshold: float | None = None):
         super().__init__(metric="cosine")
         self.normalised = normalised
+        self.split = split
+        self.auto_prune = auto_prune
+        self.min_speaker_s = min_speaker_s
+        self.short = short  # another clustering for audio shorter than short_below_s (too few embeddings)
+        self.short_below_s = short_below_s
+        self.split_threshold = split_threshold
         self.prune = prune
         self.seconds_per_speaker = seconds_per_speaker
         self.merge_threshold = merge_threshold
@@ -153,6 +165,9 @@ class _SpectralClustering(BaseClustering):
             train, chunk_idx, speaker_idx = self.filter_embeddings(embeddings, segmentations=segmentations, min_active_ratio=0.0)
         window = segmentations.sliding_window
         duration = window[segmentations.data.shape[0] - 1].end
+        if self.short is not None and duration < self.short_below_s:
+            return self.short(embeddings, segmentations=segmentations, num_clusters=num_clusters,
+                              min_clusters=min_clusters, max_clusters=max_clusters, **kwargs)
         if max_clusters is not None and not np.isfinite(max_clusters):
             max_clusters = None  # pyannote passes infinity when the caller set no bound
         if num_clusters is None and max_clusters is None:
@@ -165,7 +180,20 @@ class _SpectralClustering(BaseClustering):
             return np.zeros((num_chunks, num_speakers), dtype=np.int8), np.ones((num_chunks, num_speakers, 1)), centroids
         pick = subsample(len(train))
         labels = spectral_clusters(train[pick], min_clusters=min_clusters, max_clusters=max_clusters,
-                                   num_clusters=num_clusters, prune=self.prune, normalised=self.normalised)
+                                   num_clusters=num_clusters, prune=self.prune, normalised=self.normalised,
+                                   split=self.split, auto_prune=AUTO_PRUNE if self.auto_prune else ())
+        data = np.nan_to_num(segmentations.data)
+        frame_s = window.duration / data.shape[1]
+        frames = [round(c * window.step / frame_s) + np.flatnonzero(data[c, :, s] > 0)
+                  for c, s in zip(chunk_idx[pick], speaker_idx[pick])]
+        if self.split_threshold is not None and num_clusters is None:
+            def speech(mask):
+                return cluster_speech(np.zeros(int(mask.sum()), dtype=int), [f for f, m in zip(frames, mask) if m], frame_s)[0]
+            labels = split_mixed_clusters(train[pick], labels, self.split_threshold, speech, self.min_speaker_s,
+                                          max_clusters=max_clusters)
+        if self.min_speaker_s > 0 and num_clusters is None:
+            labels = reassign_minor_clusters(train[pick], labels, cluster_speech(labels, frames, frame_s),
+                                             self.min_speaker_s, keep=min_clusters)
         if self.merge_threshold is not None and num_clusters is None:
             labels = merge_close_clusters(train[pick], labels, self.merge_threshold, keep=min_clusters)
         return self.assign_embeddings(embeddings, chunk_idx[pick], speaker_idx[pick], labels,
@@ -286,10 +314,17 @@ def make_clustering(config: DiarizerConfig) -> BaseClustering:
         return _SpectralClustering(
             prune=config.spectral_prune, seconds_per_speaker=config.seconds_per_speaker,
             merge_threshold=config.merge_threshold, min_active_ratio=config.min_active_ratio,
-            normalised=config.normalised_laplacian,
+            normalised=config.normalised_laplacian, split=config.spectral_split,
+            auto_prune=config.spectral_auto_prune, min_speaker_s=config.min_speaker_s,
+            short=_agglomerative(config) if config.agglomerative_below_s > 0 else None,
+            short_below_s=config.agglomerative_below_s, split_threshold=config.split_threshold,
         )
     if config.clustering != "agglomerative":
         raise ValueError(f"unknown diarization clustering `{config.clustering}` (spectral or agglomerative)")
+    return _agglomerative(config)
+
+
+def _agglomerative(config: DiarizerConfig) -> AgglomerativeClustering:
     clustering = AgglomerativeClustering(metric="cosine")
     clustering.instantiate({"method": "centroid", "min_cluster_size": config.min_cluster_size,
                             "threshold": config.clustering_threshold})
