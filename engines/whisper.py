@@ -43,6 +43,17 @@ PIECE_LANGUAGE_CONFIDENCE = 0.9
 COVERAGE_VAD = VadOptions(threshold=0.5, min_speech_duration_ms=250, min_silence_duration_ms=300, speech_pad_ms=100)
 
 
+MAX_WORDS_PER_SECOND = 20.0  # fast speech is 4-6; Whisper's own timestamps of a real segment stay well under this
+
+
+def spoken_too_fast(text: str, seconds: float) -> bool:
+    """A segment of 4 words or more timed faster than anyone speaks: a fallback decode (sampled at a high
+    temperature) repeating the previous text in a sliver of time, e.g. 20 words in 0-0.1 s at a 30 s
+    boundary. The coverage check (engines/coverage.py) decodes again any speech a dropped segment leaves bare."""
+    words = len(text.split())
+    return words >= 4 and words > MAX_WORDS_PER_SECOND * max(seconds, 0.0)
+
+
 class FasterWhisperEngine:
     """One loaded Whisper model. Thread-safe: concurrent `transcribe` calls share the weights.
 
@@ -294,8 +305,9 @@ class FasterWhisperEngine:
         """faster-whisper segments -> ours, shifted by `offset` s and clamped to [offset, duration]."""
         eot = self.model.hf_tokenizer.token_to_id("<|endoftext|>")
         last_start = offset
+        index = first_id
         try:
-            for index, seg in enumerate(segments, start=first_id):
+            for seg in segments:
                 text_tokens = [t for t in seg.tokens if t < eot]
                 start = _clamp(seg.start + offset, last_start, duration)
                 end = _clamp(seg.end + offset, start, duration)
@@ -314,6 +326,14 @@ class FasterWhisperEngine:
                     logprobs = [
                         self._logprob(token, prob) for token, prob in zip(text_tokens, probs)
                     ] if probs is not None else []
+                # Timed on the file's timeline after clamping, plus up to 1 s that Whisper put past the end of the
+                # audio. Seen: a window's last 0.15 s decoded as a chunk of its own, "30.0-37.0 s" in a window that
+                # ends at 30.15 s, 32 words repeating the text before.
+                seconds = end - start + min(max(seg.end + offset - duration, 0.0), 1.0)
+                if spoken_too_fast(seg.text, seconds):
+                    log.info("dropped a segment of %d words in %.2f s at %.1f s (temperature %.1f): no one speaks "
+                             "that fast", len(seg.text.split()), seconds, start, seg.temperature or 0.0)
+                    continue
                 yield Segment(
                     id=index,
                     seek=int(seg.seek) + int(round(offset * 100)),
@@ -329,6 +349,7 @@ class FasterWhisperEngine:
                     words=words,
                     logprobs=logprobs,
                 )
+                index += 1
         finally:
             close = getattr(segments, "close", None)
             if close:

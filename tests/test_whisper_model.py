@@ -81,3 +81,15 @@ def test_a_streams_first_piece_decides_the_language_with_one_encode_when_whisper
     text = " ".join(s.text for s in [first, *rest])
     reference = " ".join([REFS["jfk.wav"], REFS["librivox_0870.wav"], REFS["jfk.wav"]])
     assert wer(reference, text) <= 0.10, text
+
+
+def test_a_segment_timed_faster_than_anyone_speaks_is_a_hallucination():
+    """Seen at a 30 s boundary of a 76 s file: a fallback decode at temperature 0.8 repeated the previous
+    sentence, 24-201 words timed in the 0.15 s sliver a window ended with (tests/test_api_scheduling.py, 4 pairs)."""
+    from engines.whisper import spoken_too_fast
+
+    jfk = " And so my fellow Americans, ask not what your country can do for you"
+    assert spoken_too_fast(jfk, 0.1) and spoken_too_fast(jfk, 0.0) and spoken_too_fast(jfk, -0.2)
+    assert not spoken_too_fast(jfk, 4.0)  # 14 words in 4 s: a fast speaker
+    assert not spoken_too_fast(" Thank you.", 0.0)  # short words may share a timestamp
+    assert not spoken_too_fast(" one two three four five", 0.3)  # 17 words per second: kept
