@@ -74,13 +74,7 @@ def spectral_clusters(
     min_clusters = max(1, min(min_clusters, max_clusters))
     if auto_prune:
         prune = choose_prune(embeddings, auto_prune, min_clusters, max_clusters, min_neighbours, normalised)
-    a = affinity(embeddings, prune, min_neighbours)
-    degree = a.sum(axis=1)
-    if normalised:  # symmetric normalised Laplacian: eigenvalues in [0, 2], gaps comparable across files
-        scale = 1.0 / np.sqrt(np.maximum(degree, 1e-12))
-        laplacian = np.eye(n) - scale[:, None] * a * scale[None, :]
-    else:
-        laplacian = np.diag(degree) - a
+    laplacian = graph_laplacian(affinity(embeddings, prune, min_neighbours), normalised)
     top = min(n - 1, max_clusters + 1)
     values, vectors = eigh(laplacian, subset_by_index=[0, top])
     if num_clusters is not None:
@@ -110,15 +104,20 @@ def spectral_clusters(
     return best
 
 
-def laplacian_values(a: np.ndarray, normalised: bool, top: int) -> np.ndarray:
-    """The `top` + 1 smallest eigenvalues of the affinity's Laplacian, and its largest last."""
-    n = a.shape[0]
+def graph_laplacian(a: np.ndarray, normalised: bool) -> np.ndarray:
+    """The affinity's graph Laplacian: symmetric normalised (eigenvalues in [0, 2], gaps comparable across
+    files) or plain (D - A)."""
     degree = a.sum(axis=1)
     if normalised:
         scale = 1.0 / np.sqrt(np.maximum(degree, 1e-12))
-        laplacian = np.eye(n) - scale[:, None] * a * scale[None, :]
-    else:
-        laplacian = np.diag(degree) - a
+        return np.eye(a.shape[0]) - scale[:, None] * a * scale[None, :]
+    return np.diag(degree) - a
+
+
+def laplacian_values(a: np.ndarray, normalised: bool, top: int) -> np.ndarray:
+    """The `top` + 1 smallest eigenvalues of the affinity's Laplacian, and its largest last."""
+    n = a.shape[0]
+    laplacian = graph_laplacian(a, normalised)
     small = eigh(laplacian, eigvals_only=True, subset_by_index=[0, min(n - 1, top)])
     large = eigh(laplacian, eigvals_only=True, subset_by_index=[n - 1, n - 1])
     return np.concatenate([small, large])

@@ -118,7 +118,6 @@ class EarlyFinal:
     """A final decode started before the turn was known to end: valid if the turn's speech ended at `speech_end`."""
 
     speech_end: int  # where the silence it was started in began
-    end: int  # the last sample it decodes
     task: asyncio.Task
 
 
@@ -487,12 +486,11 @@ class Session:
     async def early_final(self, turn: Turn) -> None:
         """Start the turn's final decode in a silence that may end it; until the turn ends, wait for it here
         and use it as a partial decode."""
-        end = self.buffer.end
-        samples = self.buffer.take(turn.start, end)
+        samples = self.buffer.take(turn.start, self.buffer.end)
         task = asyncio.create_task(self._decode(self.config.model, samples, self._options(turn, final=True)))
         if turn.early is not None:  # speech came back after the last one
             self.service.m_early.labels("superseded").inc()
-        turn.early = EarlyFinal(speech_end=self.detector.silence_from, end=end, task=task)
+        turn.early = EarlyFinal(speech_end=self.detector.silence_from, task=task)
         try:
             transcript = await asyncio.shield(task)
         except (APIError, EngineError) as exc:  # the final decode will try again
