@@ -134,3 +134,7 @@ class DiarizerConfig(BaseModel):
     match_threshold: float = Field(
         0.5, description="Cosine similarity a voice needs with a known speaker's reference to get that name."
     )
+    match_floor: float = Field(
+        0.3, description="Names no voice reached at match_threshold are paired one to one with the voices still "
+        "unnamed; a pair this similar (cosine) keeps the name (engines/diarization/speakers.py; 1 = off)."
+    )

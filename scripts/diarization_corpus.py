@@ -122,19 +122,26 @@ def speaker_time(annotation: Annotation) -> dict[str, float]:
     return {label: annotation.label_duration(label) for label in annotation.labels()}
 
 
-def naming(reference: Annotation, hyp: Annotation, enrolled: list[str]) -> tuple[dict[str, float], float]:
-    """(share of each enrolled speaker's time carrying their name, seconds of unenrolled speech given an enrolled name)."""
+def naming(reference: Annotation, hyp: Annotation, enrolled: list[str],
+           names: set[str] | None = None) -> tuple[dict[str, float], float, float]:
+    """(share of each enrolled speaker's time carrying their name, seconds of unenrolled speech given a name,
+    seconds of enrolled speech given someone else's name). `names`: every name enrolled, including people
+    who are not in the recording (default: `enrolled`)."""
+    names = set(enrolled) if names is None else names
     right: dict[str, float] = defaultdict(float)
-    stolen = 0.0
+    stolen = wrong = 0.0
     for segment, _, speaker in reference.itertracks(yield_label=True):
         for hyp_segment, _, label in hyp.crop(segment).itertracks(yield_label=True):
             overlap = (hyp_segment & segment).duration
             if speaker in enrolled and label == speaker:
                 right[speaker] += overlap
-            elif speaker not in enrolled and label in enrolled:
-                stolen += overlap
+            elif label in names:
+                if speaker in enrolled:
+                    wrong += overlap
+                else:
+                    stolen += overlap
     totals = speaker_time(reference)
-    return {s: right[s] / totals[s] for s in enrolled if totals.get(s)}, stolen
+    return {s: right[s] / totals[s] for s in enrolled if totals.get(s)}, stolen, wrong
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -181,7 +188,7 @@ def corpus_eval(args, settings, registry) -> None:
           f"(shared, busy), torch threads {config.threads}; clustering {getattr(config, 'clustering', 'agglomerative')}, threshold "
           f"{config.clustering_threshold}, min cluster size {config.min_cluster_size}, step {config.segmentation_step}, "
           f"voice split {config.voice_split_threshold}, edge extension {config.edge_extension_s} s, "
-          f"match threshold {config.match_threshold}\n")
+          f"match threshold {config.match_threshold}, floor {config.match_floor}\n")
     sets: dict[str, list[dict]] = defaultdict(list)
     ref_embeddings: dict[Path, np.ndarray] = {}
     computed_audio = computed_seconds = 0.0
@@ -210,17 +217,21 @@ def corpus_eval(args, settings, registry) -> None:
         row["true"], row["found"] = len(times), len(result.speakers)
         row["min_speaker_s"] = min(times.values()) if times else 0.0
         if item.refs is not None and not args.no_enrol and len(times) >= 2:
-            # Enrol every speaker but the one who says least: that one must never get a name.
+            # Enrol every speaker but the one who says least: that one must never get a name. With --absent N,
+            # also N voices of the same half who are not in this conversation (a team roster, some of them away).
             enrolled = sorted(times, key=times.get, reverse=True)[:-1]
+            others = sorted(p.stem for p in item.refs.glob("*.wav") if p.stem not in times)
+            rng = np.random.default_rng(int(hashlib.sha1(item.name.encode()).hexdigest()[:8], 16))
+            absent = [str(x) for x in rng.choice(others, min(args.absent, len(others)), replace=False)] if args.absent else []
             refs = {}
-            for speaker in enrolled:
+            for speaker in enrolled + absent:
                 path = item.refs / f"{speaker}.wav"
                 if path not in ref_embeddings:
                     ref_embeddings[path] = diarizer.embed(decode_audio(str(path)).samples)
                 refs[speaker] = ref_embeddings[path][None]
-            names = match_known_speakers(result.centroids, refs, config.match_threshold)
-            shares, stolen = naming(reference, hypothesis(result.turns, names), enrolled)
-            row["shares"], row["stolen"] = shares, stolen
+            names = match_known_speakers(result.centroids, refs, config.match_threshold, floor=config.match_floor)
+            shares, stolen, wrong = naming(reference, hypothesis(result.turns, names), enrolled, set(refs))
+            row["shares"], row["stolen"], row["wrong"] = shares, stolen, wrong
         sets[item.set].append(row)
         print(f"  {item.name}: {row['found']}/{row['true']} speakers, DER {row['der0']:.1%} / {row['der25']:.1%} (0.25 s), "
               f"exclusive {row['excl25']:.1%}{'' if hit else f', {result.seconds:.1f} s'}"
@@ -243,8 +254,8 @@ def corpus_eval(args, settings, registry) -> None:
 def print_tables(sets: dict[str, list[dict]]) -> None:
     print("\n| set | files | minutes | DER no collar (mean / pooled) | missed / FA / confusion | DER 0.25 s (mean / pooled) "
           "| exclusive DER 0.25 s (mean) | JER (mean) | count right | |found − true| (mean) | enrolled speakers ≥ 95% named "
-          "(min share) | unenrolled speech named |")
-    print("|---|---:|---:|---|---|---|---:|---:|---:|---:|---|---:|")
+          "(min / mean share) | unenrolled speech named | enrolled speech misnamed |")
+    print("|---|---:|---:|---|---|---|---:|---:|---:|---:|---|---:|---:|")
     for name, rows in sets.items():
         total = sum(r["total"] for r in rows)
         minutes = sum(r["duration"] for r in rows) / 60
@@ -253,12 +264,14 @@ def print_tables(sets: dict[str, list[dict]]) -> None:
         parts = " / ".join(f"{sum(r[k] for r in rows) / total:.1%}" for k in ("missed detection", "false alarm", "confusion"))
         right = sum(r["found"] == r["true"] for r in rows)
         shares = [s for r in rows for s in r.get("shares", {}).values()]
-        named = (f"{sum(s >= 0.95 for s in shares)}/{len(shares)} ({min(shares):.0%})" if shares else "—")
+        named = (f"{sum(s >= 0.95 for s in shares)}/{len(shares)} ({min(shares):.0%} / {np.mean(shares):.1%})"
+                 if shares else "—")
         stolen = f"{sum(r.get('stolen', 0.0) for r in rows):.1f} s" if shares else "—"
+        wrong = f"{sum(r.get('wrong', 0.0) for r in rows):.1f} s" if shares else "—"
         print(f"| {name} | {len(rows)} | {minutes:.1f} | {np.mean([r['der0'] for r in rows]):.1%} / {pooled0:.1%} | {parts} "
               f"| {np.mean([r['der25'] for r in rows]):.1%} / {pooled25:.1%} | {np.mean([r['excl25'] for r in rows]):.1%} "
               f"| {np.mean([r['jer'] for r in rows]):.1%} | {right}/{len(rows)} "
-              f"| {np.mean([abs(r['found'] - r['true']) for r in rows]):.2f} | {named} | {stolen} |")
+              f"| {np.mean([abs(r['found'] - r['true']) for r in rows]):.2f} | {named} | {stolen} | {wrong} |")
     all_rows = [r for rows in sets.values() for r in rows]
     counts = sorted({r["true"] for r in all_rows} | {r["found"] for r in all_rows})
     for name, rows in sets.items():

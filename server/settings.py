@@ -162,6 +162,7 @@ FLAT_ALIASES: dict[str, tuple[str, str]] = {
     "OYEZ_DIARIZATION_VOICE_SPLIT": ("diarization", "voice_split_threshold"),
     "OYEZ_DIARIZATION_EDGE_EXTENSION_SECONDS": ("diarization", "edge_extension_s"),
     "OYEZ_SPEAKER_MATCH_THRESHOLD": ("diarization", "match_threshold"),
+    "OYEZ_SPEAKER_MATCH_FLOOR": ("diarization", "match_floor"),
     "OYEZ_MAX_CONCURRENCY": ("scheduler", "max_concurrency"),
     "OYEZ_MAX_QUEUE": ("scheduler", "max_queue"),
     "OYEZ_MODEL_IDLE_SECONDS": ("scheduler", "model_idle_seconds"),

@@ -83,7 +83,8 @@ def test_known_speakers_carry_their_names(diarize, diarizer, settings, name, enr
     result = diarize(wav)
     references = {speaker: diarizer.embed(decode_audio(str(shared(f"{MIXES}/refs/{speaker}_ref1.flac"))).samples)
                   for speaker in enrolled}
-    names = match_known_speakers(result.centroids, references, settings.diarization.match_threshold)
+    names = match_known_speakers(result.centroids, references, settings.diarization.match_threshold,
+                                 floor=settings.diarization.match_floor)
     share, stolen = attribution(read_rttm(rttm), hypothesis(result.turns, names), enrolled)
     assert share >= 0.95, f"{name} {enrolled}: {share:.1%} of enrolled speech named right"
     assert stolen == 0.0

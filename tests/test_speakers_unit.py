@@ -40,6 +40,21 @@ def test_unknown_voice_never_gets_a_name():
     assert names == {}
 
 
+def test_a_name_below_the_threshold_goes_to_its_best_unnamed_voice_above_the_floor():
+    # Room and noise lower every similarity: bob's voice reaches 0.6 with his clean clip, carol's 0.45.
+    centroids = {"c0": _unit(0.0), "c1": _unit(np.arccos(0.6) + 0.0), "c2": _unit(-1.4)}
+    references = {"alice": _unit(0.0)[None], "bob": _unit(np.arccos(0.6) + np.arccos(0.6))[None],
+                  "carol": _unit(-1.4 - np.arccos(0.45))[None]}
+    assert match_known_speakers(centroids, references, threshold=0.9) == {"c0": "alice"}
+    names = match_known_speakers(centroids, references, threshold=0.9, floor=0.3)
+    # alice keeps c0 (above the threshold, never re-paired); bob and carol take the voices left, one each.
+    assert names == {"c0": "alice", "c1": "bob", "c2": "carol"}
+    # Under the floor, no name: an absent person's clip never names the guest who resembles nobody.
+    guest = {"c0": _unit(0.0), "c1": _unit(2.0)}
+    assert match_known_speakers(guest, {"alice": _unit(0.0)[None], "dave": _unit(0.5)[None]},
+                                threshold=0.9, floor=0.3) == {"c0": "alice"}
+
+
 def test_labeler_orders_letters_by_first_appearance_and_skips_known_names():
     labeler = SpeakerLabeler({"k": "A"})
     assert [labeler.label(x) for x in ["z", "k", "y", "z"]] == ["B", "A", "C", "B"]

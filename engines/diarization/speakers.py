@@ -10,6 +10,7 @@ import string
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ def match_known_speakers(
     references: dict[str, np.ndarray],
     threshold: float,
     same_voice: float | None = None,
+    floor: float | None = None,
 ) -> dict[str, str]:
     """Map cluster labels to known names.
 
@@ -40,6 +42,12 @@ def match_known_speakers(
     go to several clusters, so a voice the clustering split in two keeps its name on
     both; with `same_voice`, a cluster other than the name's best one takes it only if
     its centroid is that close (cosine) to the best one's, i.e. it is the same voice.
+
+    With `floor`, names that no cluster reached at `threshold` are then paired one to one
+    with the clusters still unnamed (the pairing with the highest total similarity), and
+    a pair whose similarity reaches `floor` keeps the name. A clean enrolment clip and a
+    voice recorded in a reverberant, noisy room can score well under `threshold` while the
+    voice is still that name's best match among the speakers of the recording.
     """
     if not centroids or not references:
         return {}
@@ -58,7 +66,22 @@ def match_known_speakers(
         if same_voice is not None and i != b and float(c[i] @ c[b]) < same_voice:
             continue
         known[label] = names[j]
+    if floor is not None:
+        known.update(_pair_the_rest(labels, names, c, r, known, floor))
     return known
+
+
+def _pair_the_rest(labels: list[str], names: list[str], c: np.ndarray, r: np.ndarray,
+                   known: dict[str, str], floor: float) -> dict[str, str]:
+    """One-to-one pairing of unnamed clusters with unplaced names (normalised rows c, r)."""
+    free = [i for i, label in enumerate(labels) if label not in known]
+    placed = set(known.values())
+    left = [j for j, name in enumerate(names) if name not in placed]
+    if not free or not left:
+        return {}
+    similarity = c[free] @ r[left].T
+    rows, cols = linear_sum_assignment(similarity, maximize=True)
+    return {labels[free[i]]: names[left[j]] for i, j in zip(rows, cols) if similarity[i, j] >= floor}
 
 
 def _letters(n: int) -> str:

@@ -21,10 +21,11 @@ log = logging.getLogger("oyez.diarize")
 class DiarizingTranscriber:
     """Combines a speech engine (faster-whisper) with a diarizer (pyannote)."""
 
-    def __init__(self, asr, diarizer, match_threshold: float):
+    def __init__(self, asr, diarizer, match_threshold: float, match_floor: float | None = None):
         self.asr = asr
         self.diarizer = diarizer
         self.match_threshold = match_threshold
+        self.match_floor = match_floor
 
     def check(self, options: TranscribeOptions) -> None:
         self.asr.check(options)
@@ -37,7 +38,7 @@ class DiarizingTranscriber:
         diarization = self.diarizer.diarize(audio.samples, num_speakers=options.num_speakers,
                                             min_speakers=options.min_speakers, max_speakers=options.max_speakers)
         references = {k.name: self.diarizer.embed(k.samples) for k in options.known_speakers}
-        known = match_known_speakers(diarization.centroids, references, self.match_threshold)
+        known = match_known_speakers(diarization.centroids, references, self.match_threshold, floor=self.match_floor)
         log.info(
             "diarized %.1fs in %.2fs: %d speakers, %d turns, known %s",
             audio.duration, diarization.seconds, len(diarization.speakers), len(diarization.turns),
