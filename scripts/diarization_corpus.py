@@ -163,10 +163,30 @@ def configure(diarizer, config) -> None:
     diarizer.pipeline.clustering = make_clustering(config)
 
 
+def user_segments(engine, audio) -> Annotation:
+    """What a user of the diarize model receives: diarized_json's segments (text-less ones dropped, as there)."""
+    from engines.types import TranscribeOptions
+
+    stream = engine.transcribe(audio, TranscribeOptions())
+    annotation = Annotation()
+    try:
+        for seg in stream:
+            if seg.text.strip() and seg.end > seg.start:
+                annotation[Segment(seg.start, seg.end)] = seg.speaker
+    finally:
+        stream.close()
+    return annotation
+
+
 def corpus_eval(args, settings, registry) -> None:
     diarizer = registry.diarizer()
     config = registry.diarization.model_copy(update=parse_overrides(args.config))
     configure(diarizer, config)
+    asr = None
+    if getattr(args, "asr", False):
+        from server.catalogue import DIARIZE_MODEL
+
+        asr = registry.engine(DIARIZE_MODEL)  # shares `diarizer`, hence the cache and the configuration above
     items: list[Item] = []
     if args.sim is not None:
         items += sim_items(args.sim, args.half)
@@ -213,6 +233,11 @@ def corpus_eval(args, settings, registry) -> None:
         row["excl25"] = excl["diarization error rate"]
         row["excl_error25"] = excl["missed detection"] + excl["false alarm"] + excl["confusion"]
         row["jer"] = JaccardErrorRate(collar=0.0, skip_overlap=False)(reference, regions, uem=uem)
+        if asr is not None:
+            user = DiarizationErrorRate(collar=0.25, skip_overlap=False)(
+                reference, user_segments(asr, audio), uem=uem, detailed=True)
+            row["user25"] = user["diarization error rate"]
+            row["user_parts"] = tuple(user[k] for k in ("missed detection", "false alarm", "confusion", "total"))
         times = speaker_time(reference)
         row["true"], row["found"] = len(times), len(result.speakers)
         row["min_speaker_s"] = min(times.values()) if times else 0.0
@@ -235,6 +260,7 @@ def corpus_eval(args, settings, registry) -> None:
         sets[item.set].append(row)
         print(f"  {item.name}: {row['found']}/{row['true']} speakers, DER {row['der0']:.1%} / {row['der25']:.1%} (0.25 s), "
               f"exclusive {row['excl25']:.1%}{'' if hit else f', {result.seconds:.1f} s'}"
+              + (f", diarized_json {row['user25']:.1%}" if "user25" in row else "")
               + (f", named {min(row['shares'].values()):.0%} min, stolen {row['stolen']:.1f} s" if row.get("shares") else ""),
               flush=True)
     print_tables(sets)
@@ -272,6 +298,17 @@ def print_tables(sets: dict[str, list[dict]]) -> None:
               f"| {np.mean([r['der25'] for r in rows]):.1%} / {pooled25:.1%} | {np.mean([r['excl25'] for r in rows]):.1%} "
               f"| {np.mean([r['jer'] for r in rows]):.1%} | {right}/{len(rows)} "
               f"| {np.mean([abs(r['found'] - r['true']) for r in rows]):.2f} | {named} | {stolen} | {wrong} |")
+    if any("user25" in r for rows in sets.values() for r in rows):
+        print("\nThe diarized_json segments a user receives (whole diarize model, Whisper words assigned to speakers):\n")
+        print("| set | files | DER 0.25 s (mean / pooled) | missed / FA / confusion (pooled) | regions' DER 0.25 s (mean) |")
+        print("|---|---:|---|---|---:|")
+        for name, rows in sets.items():
+            rows = [r for r in rows if "user25" in r]
+            if not rows:
+                continue
+            parts = np.array([r["user_parts"] for r in rows]).sum(axis=0)
+            print(f"| {name} | {len(rows)} | {np.mean([r['user25'] for r in rows]):.1%} / {parts[:3].sum() / parts[3]:.1%} "
+                  f"| {' / '.join(f'{v / parts[3]:.1%}' for v in parts[:3])} | {np.mean([r['der25'] for r in rows]):.1%} |")
     all_rows = [r for rows in sets.values() for r in rows]
     counts = sorted({r["true"] for r in all_rows} | {r["found"] for r in all_rows})
     for name, rows in sets.items():

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 pytest.importorskip("scipy")
 
-from engines.diarization.transcriber import split_by_speaker  # noqa: E402
+from engines.diarization.transcriber import fit_to_turns, split_by_speaker  # noqa: E402
 from engines.diarization.speakers import SpeakerLabeler, SpeakerTimeline, SpeakerTurn, match_known_speakers, speaker_at  # noqa: E402
 from engines.types import Segment, Word  # noqa: E402
 
@@ -101,9 +103,33 @@ def test_a_speaker_change_inside_a_segment_splits_it():
     seg = _segment([("hello", 0.1, 0.5), ("there", 0.6, 1.0), ("hi", 2.2, 2.5), ("you", 2.6, 3.0)])
     out = list(split_by_speaker(iter([seg]), turns, SpeakerLabeler({"y": "agent"})))
     assert [(s.speaker, s.text.strip(), s.id) for s in out] == [("A", "hello there", 0), ("agent", "hi you", 1)]
-    assert (out[0].start, out[0].end, out[1].start, out[1].end) == (0.1, 1.0, 2.2, 3.0)
+    # Times fitted to the turns: each piece spans its speaker's turn (within 1 s of its words).
+    assert (out[0].start, out[0].end, out[1].start, out[1].end) == (0.0, 2.0, 2.0, 4.0)
     assert sum(s.text_token_count for s in out) == 6
     assert [w.word for s in out for w in s.words] == ["hello", "there", "hi", "you"]  # no word lost or doubled
+
+
+def test_segment_times_move_to_their_speakers_turn_edges_within_bounds():
+    turns = [SpeakerTurn(1.0, 6.0, "x"), SpeakerTurn(6.5, 9.0, "y"), SpeakerTurn(12.0, 20.0, "x")]
+    segs = [
+        _segment([("late", 1.3, 1.8), ("start", 1.9, 3.0)]),  # Whisper starts 0.3 s late and ends early
+        _segment([("and", 3.2, 3.5), ("more", 3.6, 5.4)]),  # the same turn, next Whisper segment
+        _segment([("overrun", 6.8, 9.6)]),  # runs 0.6 s past y's turn into silence
+        _segment([("ghost", 10.4, 11.0)]),  # in silence, nearest to x's later turn
+        _segment([("words", 17.0, 18.0)]),  # x's turn began 5 s earlier: no words there, not claimed
+    ]
+    timeline = SpeakerTimeline(turns)
+    labelled = [replace(seg, speaker=timeline.speaker_at(seg.start, seg.end)) for seg in segs]
+    out = list(fit_to_turns(labelled, timeline))
+    spans = [(s.speaker, round(s.start, 2), round(s.end, 2)) for s in out]
+    assert spans == [
+        ("x", 1.0, 3.2),  # back to the turn's start; forward only up to the next segment
+        ("x", 3.2, 6.0),  # from the previous end to the turn's end (0.6 s past its last word)
+        ("y", 6.5, 9.0),  # cut to y's turn at both ends
+        ("x", 10.4, 11.0),  # overlaps no turn of its speaker: unchanged
+        ("x", 16.0, 19.0),  # at most 1 s outwards on each side
+    ]
+    assert [s.text for s in out] == [s.text for s in segs]
 
 
 def test_one_speaker_segment_keeps_its_text_and_tokens():

@@ -128,6 +128,18 @@ class SpeakerTimeline:
         self.turns = sorted(turns, key=lambda t: (t.start, t.end))
         self._ends = [t.end for t in self.turns]  # sorted too: the turns do not overlap
 
+    def span_of(self, speaker: str, start: float, end: float) -> tuple[float, float] | None:
+        """From the first to the last of `speaker`'s turns that overlap [start, end]; None if none does."""
+        first = last = None
+        i = bisect.bisect_right(self._ends, start)
+        while i < len(self.turns) and self.turns[i].start < end:
+            turn = self.turns[i]
+            if turn.speaker == speaker:
+                first = turn.start if first is None else first
+                last = turn.end if last is None else max(last, turn.end)
+            i += 1
+        return None if first is None else (first, last)
+
     def speaker_at(self, start: float, end: float) -> str | None:
         """The speaker who talks most over [start, end]; if nobody does, the nearest turn's speaker."""
         if not self.turns:

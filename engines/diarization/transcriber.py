@@ -17,6 +17,11 @@ from engines.types import Segment, TranscribeOptions, TranscriptionStream, Word
 
 log = logging.getLogger("oyez.diarize")
 
+# How far a segment's edge may move out to its speaker's turn edge: Whisper's word times are often
+# a few hundred ms off, while more than a second of turn without words is speech Whisper did not
+# transcribe, which no segment should claim.
+MAX_EDGE_EXTENSION_S = 1.0
+
 
 class DiarizingTranscriber:
     """Combines a speech engine (faster-whisper) with a diarizer (pyannote)."""
@@ -55,20 +60,55 @@ def split_by_speaker(
     """Label segments with speakers, splitting a segment wherever its words change speaker.
 
     Each word goes to the speaker who talks most over its time span (the turns are
-    exclusive, so no word is duplicated). Public labels are given in order of first
-    appearance in the output; segments are renumbered in output order.
+    exclusive, so no word is duplicated), and each segment's times are then fitted to its
+    speaker's turns (`fit_to_turns`). Public labels are given in order of first appearance
+    in the output; segments are renumbered in output order.
     """
     index = 0
     timeline = SpeakerTimeline(turns)
     try:
-        for segment in segments:
-            for piece in _split(segment, timeline):
-                yield replace(piece, id=index, speaker=labeler.label(piece.speaker))
-                index += 1
+        pieces = (piece for segment in segments for piece in _split(segment, timeline))
+        for piece in fit_to_turns(pieces, timeline):
+            yield replace(piece, id=index, speaker=labeler.label(piece.speaker))
+            index += 1
     finally:
         close = getattr(segments, "close", None)
         if close:
             close()
+
+
+def fit_to_turns(segments: Iterable[Segment], timeline: SpeakerTimeline,
+                 max_extension: float = MAX_EDGE_EXTENSION_S) -> Iterator[Segment]:
+    """Segments with their start and end moved to the edges of their speaker's turns.
+
+    A segment's times come from Whisper's word timings, which often start late or end early
+    by a few hundred ms, or run into the silence or the next speaker's turn; the diarization's
+    turn edges are where the voice is. Each edge moves to the first / last turn of the segment's
+    speaker that overlaps it: inwards as far as needed, outwards at most `max_extension`, never
+    before the previous segment's end nor past the next one's start (so one segment is held
+    back until the next is known). A segment that overlaps no turn of its speaker is left as is.
+    """
+    previous_end, pending = 0.0, None
+    for segment in segments:
+        if pending is not None:
+            pending = _fit(pending, timeline, previous_end, segment.start, max_extension)
+            previous_end = pending.end
+            yield pending
+        pending = segment
+    if pending is not None:
+        yield _fit(pending, timeline, previous_end, float("inf"), max_extension)
+
+
+def _fit(segment: Segment, timeline: SpeakerTimeline, not_before: float, not_after: float,
+         max_extension: float) -> Segment:
+    span = timeline.span_of(segment.speaker, segment.start, segment.end) if segment.speaker else None
+    if span is None:
+        return segment
+    start = max(span[0], segment.start - max_extension, not_before)
+    end = min(span[1], segment.end + max_extension, max(not_after, start))
+    if end <= start:
+        return segment
+    return replace(segment, start=start, end=end)
 
 
 def _split(segment: Segment, timeline: SpeakerTimeline) -> list[Segment]:
