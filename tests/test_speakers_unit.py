@@ -44,7 +44,7 @@ def test_unknown_voice_never_gets_a_name():
 
 def test_a_name_below_the_threshold_goes_to_its_best_unnamed_voice_above_the_floor():
     # Room and noise lower every similarity: bob's voice reaches 0.6 with his clean clip, carol's 0.45.
-    centroids = {"c0": _unit(0.0), "c1": _unit(np.arccos(0.6) + 0.0), "c2": _unit(-1.4)}
+    centroids = {"c0": _unit(0.0), "c1": _unit(np.arccos(0.6)), "c2": _unit(-1.4)}
     references = {"alice": _unit(0.0)[None], "bob": _unit(np.arccos(0.6) + np.arccos(0.6))[None],
                   "carol": _unit(-1.4 - np.arccos(0.45))[None]}
     assert match_known_speakers(centroids, references, threshold=0.9) == {"c0": "alice"}

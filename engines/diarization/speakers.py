@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import bisect
 import string
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -128,30 +129,27 @@ class SpeakerTimeline:
         self.turns = sorted(turns, key=lambda t: (t.start, t.end))
         self._ends = [t.end for t in self.turns]  # sorted too: the turns do not overlap
 
+    def overlapping(self, start: float, end: float) -> Iterator[SpeakerTurn]:
+        """The turns that overlap [start, end], in time order."""
+        i = bisect.bisect_right(self._ends, start)  # the first turn that ends after `start`
+        while i < len(self.turns) and self.turns[i].start < end:
+            yield self.turns[i]
+            i += 1
+
     def span_of(self, speaker: str, start: float, end: float) -> tuple[float, float] | None:
         """From the first to the last of `speaker`'s turns that overlap [start, end]; None if none does."""
-        first = last = None
-        i = bisect.bisect_right(self._ends, start)
-        while i < len(self.turns) and self.turns[i].start < end:
-            turn = self.turns[i]
-            if turn.speaker == speaker:
-                first = turn.start if first is None else first
-                last = turn.end if last is None else max(last, turn.end)
-            i += 1
-        return None if first is None else (first, last)
+        mine = [t for t in self.overlapping(start, end) if t.speaker == speaker]
+        return (mine[0].start, mine[-1].end) if mine else None
 
     def speaker_at(self, start: float, end: float) -> str | None:
         """The speaker who talks most over [start, end]; if nobody does, the nearest turn's speaker."""
         if not self.turns:
             return None
         best, best_overlap = None, 0.0
-        i = bisect.bisect_right(self._ends, start)  # the first turn that ends after `start`
-        while i < len(self.turns) and self.turns[i].start < end:
-            turn = self.turns[i]
+        for turn in self.overlapping(start, end):
             overlap = min(end, turn.end) - max(start, turn.start)
             if overlap > best_overlap:
                 best, best_overlap = turn.speaker, overlap
-            i += 1
         if best is not None:
             return best
         middle = (start + end) / 2

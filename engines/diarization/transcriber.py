@@ -105,7 +105,7 @@ def _fit(segment: Segment, timeline: SpeakerTimeline, not_before: float, not_aft
     if span is None:
         return segment
     start = max(span[0], segment.start - max_extension, not_before)
-    end = min(span[1], segment.end + max_extension, max(not_after, start))
+    end = min(span[1], segment.end + max_extension, not_after)
     if end <= start:
         return segment
     return replace(segment, start=start, end=end)
