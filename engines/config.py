@@ -69,7 +69,8 @@ class DiarizerConfig(BaseModel):
     )
     hf_token: str | None = Field(None, description="Hugging Face token for a Hub pipeline (with allow_downloads).")
     threads: int = Field(
-        1, description="torch CPU threads for diarization; 0 = torch's default. More than 1 thrashes when ASR shares the cores."
+        0, ge=0, description="torch CPU threads for diarization; 0 = every core while no speech is being decoded in "
+        "this process and one while some is (two thread pools on the same cores thrash)."
     )
     clustering: str = Field(
         "spectral", pattern="^(spectral|agglomerative)$",

@@ -259,6 +259,12 @@ class ModelRegistry:
                     log.exception("error while unloading %s", key)
         return [key for key, _ in victims]
 
+    def decoding(self) -> int:
+        """Requests decoding speech now, over every resident engine (the diarizer sizes its threads by it)."""
+        with self._guard:
+            engines = [r.engine for r in self._resident.values()]
+        return sum(engine.decoding() for engine in engines if hasattr(engine, "decoding"))
+
     def diarizer(self):
         """The diarization pipeline, loaded once and kept (needs the `diarize` extra)."""
         if self._diarizer is None:
@@ -273,7 +279,7 @@ class ModelRegistry:
                         ) from None
                     self._diarizer = PyannoteDiarizer(
                         self.diarization, device=self.whisper.device, cache_dir=self.cache_dir,
-                        allow_downloads=self.whisper.allow_downloads,
+                        allow_downloads=self.whisper.allow_downloads, others_decoding=self.decoding,
                     )
         return self._diarizer
 

@@ -132,6 +132,10 @@ class FasterWhisperEngine:
         """Model calls so far, by kind and lane (engines/batching.py); None once unloaded."""
         return self.batcher.snapshot() if self.batcher is not None else None
 
+    def decoding(self) -> int:
+        """Requests decoding on this engine now."""
+        return self.batcher.active if self.batcher is not None else 0
+
     def close(self) -> None:
         """Free the weights (the registry calls this only when no request uses the engine)."""
         if self.batcher is not None:

@@ -205,7 +205,7 @@ def corpus_eval(args, settings, registry) -> None:
         grid(diarizer, config, items, cache, json.loads(args.grid.read_text()))
         return
     print(f"# Diarization corpus eval — {time.strftime('%Y-%m-%d %H:%M')}, {platform.node()}, {os.cpu_count()} CPUs "
-          f"(shared, busy), torch threads {config.threads}; clustering {getattr(config, 'clustering', 'agglomerative')}, threshold "
+          f"(shared, busy), torch threads {config.threads or 'auto'}; clustering {getattr(config, 'clustering', 'agglomerative')}, threshold "
           f"{config.clustering_threshold}, min cluster size {config.min_cluster_size}, step {config.segmentation_step}, "
           f"voice split {config.voice_split_threshold}, edge extension {config.edge_extension_s} s, "
           f"match threshold {config.match_threshold}, floor {config.match_floor}\n")

@@ -20,6 +20,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 # pyannote.audio 4 sends usage metrics to its publisher unless told not to. This server
 # runs offline and never phones home, so it is off unless the operator set it.
@@ -42,7 +43,9 @@ from engines.diarization.clustering import (  # noqa: E402
     split_mixed_clusters, subsample,
 )
 from engines.diarization.embeddings import DIMENSION, FRAME_RATE, CamppEmbedding, fbank  # noqa: E402
+from engines.diarization.segmentation import share_first_layer  # noqa: E402
 from engines.errors import ModelUnavailableError  # noqa: E402
+from engines.parallelism import available_cores  # noqa: E402
 from engines.diarization.speakers import SpeakerTurn, normalize  # noqa: E402
 from engines.diarization.turn_edges import extend_turn_edges, loud_frames, runs  # noqa: E402
 from engines.config import DiarizerConfig  # noqa: E402
@@ -335,14 +338,19 @@ class PyannoteDiarizer:
     """A loaded diarization pipeline. `diarize` and `embed` are serialised by a lock."""
 
     def __init__(self, config: DiarizerConfig = DiarizerConfig(), *, device: str = "auto",
-                 cache_dir: Path = Path("~/.cache/oyez"), allow_downloads: bool = False):
+                 cache_dir: Path = Path("~/.cache/oyez"), allow_downloads: bool = False,
+                 others_decoding: Callable[[], int] = lambda: 0):
         started = time.monotonic()
         self.config = config
-        if config.threads > 0:
-            torch.set_num_threads(config.threads)
+        self.others_decoding = others_decoding  # requests decoding speech now (the registry's count)
+        self.cores = available_cores()
+        self._pace()
         self.device = _torch_device(device)
         self.pipeline = self._load(config, cache_dir, allow_downloads)
         self.pipeline.to(self.device)
+        segmentation = self.pipeline._segmentation
+        if hasattr(segmentation.model, "sincnet"):  # segmentation-3.0 and its kind (PyanNet)
+            share_first_layer(segmentation.model.sincnet, round(segmentation.step * SAMPLE_RATE))
         self._lock = threading.Lock()
         log.info(
             "loaded diarization pipeline (%s) on %s in %.2fs",
@@ -391,6 +399,17 @@ class PyannoteDiarizer:
             raise ModelUnavailableError(f"`{source}` is not a pyannote speaker-diarization pipeline.")
         return pipeline
 
+    def _pace(self, *_, **__) -> None:
+        """Set torch's threads: the configured number, or every core while no speech is being decoded and one otherwise.
+
+        Called before a diarization and between its steps (as pyannote's progress hook), so a long
+        diarization gives the cores back within a batch once a transcription starts beside it: two
+        thread pools spinning on two cores cost far more CPU than they do work (docs/diarization.md).
+        """
+        wanted = self.config.threads or (1 if self.others_decoding() > 0 else self.cores)
+        if torch.get_num_threads() != wanted:
+            torch.set_num_threads(wanted)
+
     def diarize(self, samples: np.ndarray, num_speakers: int | None = None, min_speakers: int | None = None,
                 max_speakers: int | None = None) -> Diarization:
         """Exclusive speaker turns and one centroid embedding per speaker, for 16 kHz mono float32 audio.
@@ -401,8 +420,10 @@ class PyannoteDiarizer:
         waveform = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))[None]
         with self._lock, torch.inference_mode(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            self._pace()
             output = self.pipeline({"waveform": waveform, "sample_rate": SAMPLE_RATE, "uri": "request"},
-                                   num_speakers=num_speakers, min_speakers=min_speakers, max_speakers=max_speakers)
+                                   num_speakers=num_speakers, min_speakers=min_speakers, max_speakers=max_speakers,
+                                   hook=self._pace)
         turns = [
             SpeakerTurn(round(seg.start, 3), round(seg.end, 3), str(label))
             for seg, _, label in output.exclusive_speaker_diarization.itertracks(yield_label=True)
@@ -430,6 +451,7 @@ class PyannoteDiarizer:
         waveform = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))[None, None]
         with self._lock, torch.inference_mode(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            self._pace()
             vector = self.pipeline._embedding(waveform.to(self.device))[0]
         if not np.all(np.isfinite(vector)):
             raise ValueError("no speech to embed")

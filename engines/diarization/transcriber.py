@@ -35,6 +35,10 @@ class DiarizingTranscriber:
     def check(self, options: TranscribeOptions) -> None:
         self.asr.check(options)
 
+    def decoding(self) -> int:
+        """Requests decoding speech on this engine's Whisper now."""
+        return self.asr.decoding()
+
     def close(self) -> None:
         """Unload the Whisper engine; the diarization pipeline is shared and stays."""
         self.asr.close()
