@@ -106,3 +106,19 @@ def test_fixed_threads_are_kept():
     diarizer = PyannoteDiarizer(DiarizerConfig(threads=1), others_decoding=lambda: 0)
     diarizer.diarize(np.zeros(16000 * 12, dtype=np.float32))
     assert torch.get_num_threads() == 1
+
+
+def test_the_registry_counts_requests_decoding_speech():
+    """What the diarizer polls: requests decoding on any loaded Whisper engine, from start to the stream's end."""
+    from server.app import build_registry
+    from server.settings import Settings
+    from engines.types import TranscribeOptions
+
+    registry = build_registry(Settings())
+    assert registry.decoding() == 0
+    with registry.lease("whisper-1") as engine:
+        stream = engine.transcribe(decode_audio(str(DATA / "diarization" / "sample.wav")), TranscribeOptions())
+        assert registry.decoding() == 1
+        text = " ".join(segment.text for segment in stream)
+        assert registry.decoding() == 0
+    assert len(text.split()) > 20  # it transcribed the call
