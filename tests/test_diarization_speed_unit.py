@@ -53,9 +53,12 @@ def _shared(model):
 
 
 def test_shared_first_layer_gives_pyannotes_scores(segmentation, windows):
+    from engines.diarization.segmentation import _shared_first_layer
+
     shared = _shared(segmentation)
     batch = windows[:12]
     with torch.inference_mode():
+        assert _shared_first_layer(shared.sincnet, batch, STEP) is not None  # the shared path, not the fallback
         expected, got = segmentation(batch), shared(batch)
         expected_features, got_features = segmentation.sincnet(batch), shared.sincnet(batch)
     assert got.shape == expected.shape == (12, 589, 7)
@@ -67,9 +70,12 @@ def test_shared_first_layer_gives_pyannotes_scores(segmentation, windows):
 
 
 def test_windows_that_are_not_consecutive_take_pyannotes_path(segmentation, windows):
+    from engines.diarization.segmentation import _shared_first_layer
+
     shared = _shared(segmentation)
     for batch in (windows[[0, 2, 5]], windows[:1], torch.flip(windows[:4], dims=[0])):
         with torch.inference_mode():
+            assert _shared_first_layer(shared.sincnet, batch, STEP) is None
             assert torch.equal(shared(batch), segmentation(batch))
 
 
