@@ -152,7 +152,9 @@ class CrossRequestBatcher:
     # The model's interface, as faster-whisper calls it.
 
     def encode(self, features, to_cpu: bool = False):
-        return self._run(_Call("encode", (), self._inputs(features), [], options={"to_cpu": to_cpu}))
+        # Only encodings of equal length merge (engines/whisper_model.py trims the padding of short windows).
+        key = (int(features.shape[-1]),)
+        return self._run(_Call("encode", key, self._inputs(features), [], options={"to_cpu": to_cpu}))
 
     def detect_language(self, features):
         return self._run(_Call("detect_language", (), self._inputs(features), []))

@@ -49,6 +49,12 @@ class WhisperConfig(BaseModel):
         True, description="Decode again any stretch of speech (1 s or more) that no decoded segment covers, and merge "
         "it in order (engines/coverage.py); false = trust the decoder."
     )
+    trimmed_encode_margin_s: float = Field(
+        15.0, ge=0, description="Where latency is the point (a stream's early first window when its language is known, live "
+        "captions' decodes), "
+        "encode a short window's speech plus this many seconds instead of the whole padded 30 s, on CPU "
+        "(engines/whisper_model.py); 0 = always the whole window. File requests are always encoded whole."
+    )
     window_seconds: float = Field(
         300.0, description="Audio longer than 1.25 x this is transcribed in windows of about this length, cut at quiet "
         "points, so memory stays bounded; 0 = never."

@@ -311,6 +311,7 @@ class ModelRegistry:
             solo_threads=parallel.solo_threads,
             window_seconds=cfg.window_seconds,
             coverage=cfg.coverage_redecode,
+            trimmed_margin_s=cfg.trimmed_encode_margin_s,
         )
         log.info("%s runs on %s/%s", spec.weights, engine.device, engine.compute_type)
         return engine

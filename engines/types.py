@@ -49,6 +49,10 @@ class TranscribeOptions:
     # Decode the first few seconds as a window of their own, so the first segment comes out
     # sooner (a stream's first delta), at the cost of one more encoder pass (engines/longform.py).
     early_first_segment: bool = False
+    # Encode short windows' speech plus a margin, not the padded 30 s (engines/whisper_model.py: faster, and
+    # the text can differ): for decodes someone is waiting on, such as live captions. The early first
+    # segment is encoded so whenever its language is known.
+    trim_padding: bool = False
     # Diarization only: the speaker count, or bounds on it (None = estimated from the audio).
     num_speakers: int | None = None
     min_speakers: int | None = None

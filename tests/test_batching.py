@@ -179,3 +179,17 @@ def test_merging_respects_max_batch_and_errors_reach_their_caller():
     assert threading.active_count() <= before - 2  # its dispatcher threads are gone
     with pytest.raises(RuntimeError):
         batcher.encode(features)
+
+
+def test_only_encodings_of_equal_length_merge():
+    """A trimmed window (engines/whisper_model.py) has fewer frames than a whole one: they cannot share a call."""
+    meter = _meter()
+    batcher = _batcher(meter, max_batch=8)
+    whole, trimmed = np.ones((1, 80, 3000), np.float32), np.ones((1, 80, 2200), np.float32)
+    for _ in range(8):
+        batcher.enter()
+    with ThreadPoolExecutor(8) as pool:
+        outputs = list(pool.map(lambda i: batcher.encode(whole if i % 2 else trimmed), range(8)))
+    assert [np.asarray(o).shape[-1] for o in outputs] == [2200, 3000] * 4
+    assert batcher.stats.merged.get("encode", 0) >= 1  # equal lengths still merge
+    batcher.close()

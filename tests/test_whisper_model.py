@@ -1,4 +1,5 @@
-"""engines/whisper_model.py: the language detection's encoding of the first window is used to transcribe it.
+"""engines/whisper_model.py: the language detection's encoding of the first window is used to transcribe it,
+and a short window's padding is not encoded where latency is the point.
 
 Real model, real speech: the encoder calls are counted by the engine's model-call scheduler.
 """
@@ -9,13 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from faster_whisper.audio import pad_or_trim
 
 from engines.audio import Audio, decode_audio
 from engines.bundled import bundled_path
 from engines.types import TranscribeOptions
-from tests.helpers import DATA, references, wer
+from tests.helpers import DATA, assert_timeline, references, wer
 
 REFS = references()
+MARGIN_S = 15.0
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +26,7 @@ def engine():
     from engines.whisper import FasterWhisperEngine
 
     engine = FasterWhisperEngine(bundled_path("base", Path("~/.cache/oyez").expanduser()), device="cpu",
-                                 compute_type="int8", cpu_threads=2, num_workers=1)
+                                 compute_type="int8", cpu_threads=2, num_workers=1, trimmed_margin_s=MARGIN_S)
     yield engine
     engine.close()
 
@@ -64,9 +67,10 @@ def test_a_stale_detection_is_never_used_by_a_later_transcription(engine):
     assert wer(REFS["librivox_0870.wav"], transcript.text) <= 0.10
 
 
-def test_a_streams_first_piece_decides_the_language_with_one_encode_when_whisper_is_sure(engine):
+def test_a_streams_first_piece_decides_the_language_with_one_encode_when_whisper_is_sure(engine, encoded_frames):
     """A stream's short first window (engines/longform.split_first) detects the language on its own encoding;
-    no separate detection pass over 30 s delays the first text."""
+    no separate detection pass over 30 s delays the first text. That encoding is of the whole window: on a
+    trimmed one Whisper is less often sure of the language."""
     jfk, other = (decode_audio(str(DATA / n)).samples for n in ("jfk.wav", "librivox_0870.wav"))
     pause = np.zeros(8000, np.float32)
     audio = Audio(np.concatenate([jfk, pause, other, pause, jfk]))
@@ -76,6 +80,7 @@ def test_a_streams_first_piece_decides_the_language_with_one_encode_when_whisper
     first = next(iter(stream))
     assert stream.language == "en" and stream.language_probability >= 0.9
     assert _calls(engine, "encode") - encodes == 1 and _calls(engine, "detect_language") - detections == 1
+    assert encoded_frames == [3000]
     assert first.end <= 8.5  # the short first window's text
     rest = list(stream)
     text = " ".join(s.text for s in [first, *rest])
@@ -93,3 +98,80 @@ def test_a_segment_timed_faster_than_anyone_speaks_is_a_hallucination():
     assert not spoken_too_fast(jfk, 4.0)  # 14 words in 4 s: a fast speaker
     assert not spoken_too_fast(" Thank you.", 0.0)  # short words may share a timestamp
     assert not spoken_too_fast(" one two three four five", 0.3)  # 17 words per second: kept
+
+
+class _EncodedFrames:
+    """The real model call scheduler, recording how many feature frames each encoder call was given."""
+
+    def __init__(self, inner):
+        self.inner, self.frames = inner, []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def encode(self, features, to_cpu: bool = False):
+        self.frames.append(int(features.shape[-1]))
+        return self.inner.encode(features, to_cpu=to_cpu)
+
+
+@pytest.fixture
+def encoded_frames(engine):
+    spy = _EncodedFrames(engine.model.model)
+    engine.model.model = spy
+    yield spy.frames
+    engine.model.model = spy.inner
+
+
+def test_a_file_request_encodes_its_window_whole(engine, encoded_frames):
+    transcript = engine.transcribe(decode_audio(str(DATA / "jfk.wav")), TranscribeOptions(language="en")).collect()
+    assert wer(REFS["jfk.wav"], transcript.text) <= 0.10
+    assert encoded_frames == [3000]
+
+
+def test_a_trimmed_decode_encodes_the_speech_plus_the_margin_and_the_decoder_still_sees_30_s(engine, encoded_frames):
+    """11 s of speech: 1101 frames and 15 s of margin are encoded, and pure padding's output fills the rest."""
+    audio = decode_audio(str(DATA / "jfk.wav"))
+    options = TranscribeOptions(language="en", trim_padding=True, word_timestamps=True, vad=None)
+    transcript = engine.transcribe(audio, options).collect()
+    assert wer(REFS["jfk.wav"], transcript.text) <= 0.10
+    assert_timeline([w for s in transcript.segments for w in s.words], audio.duration)
+    view = engine.model.trimmed()
+    content = view.feature_extractor(audio.samples)[:, :-1]  # the frames faster-whisper decodes
+    expected = content.shape[-1] + 1500
+    assert encoded_frames == [expected + expected % 2]
+
+    output = np.asarray(view.encode(pad_or_trim(content)))
+    assert output.shape == (1, 1500, 512)
+    half = encoded_frames[-1] // 2
+    assert np.array_equal(output[0, half:], view._padding_output[0, half:])
+    assert not np.allclose(output[0, :half], view._padding_output[0, :half])
+
+
+def test_a_window_whose_padding_is_shorter_than_the_margin_is_encoded_whole(engine, encoded_frames):
+    jfk, other = (decode_audio(str(DATA / n)).samples for n in ("jfk.wav", "librivox_0870.wav"))
+    audio = Audio(np.concatenate([jfk, np.zeros(8000, np.float32), other]))  # 18.6 s: 18.6 + 15 > 30
+    transcript = engine.transcribe(audio, TranscribeOptions(language="en", trim_padding=True)).collect()
+    assert wer(" ".join([REFS["jfk.wav"], REFS["librivox_0870.wav"]]), transcript.text) <= 0.10
+    assert encoded_frames == [3000]
+
+
+def test_a_streams_early_first_piece_is_trimmed_and_the_windows_after_it_are_not(engine, encoded_frames):
+    jfk, other = (decode_audio(str(DATA / n)).samples for n in ("jfk.wav", "librivox_0870.wav"))
+    pause = np.zeros(8000, np.float32)
+    audio = Audio(np.concatenate([jfk, pause, other, pause, jfk, pause, other]))
+    stream = engine.transcribe(audio, TranscribeOptions(early_first_segment=True, language="en"))
+    segments = list(stream)
+    reference = " ".join([REFS["jfk.wav"], REFS["librivox_0870.wav"]] * 2)
+    assert wer(reference, " ".join(s.text for s in segments)) <= 0.10
+    assert segments[0].end <= 8.5
+    piece = encoded_frames[0]
+    assert 300 + 1500 <= piece <= 800 + 1500 + 2  # a 3-8 s piece and the margin
+    assert all(frames == 3000 for frames in encoded_frames[1:]) and len(encoded_frames) >= 2
+
+
+def test_trimming_is_off_without_a_margin():
+    from engines.whisper_model import WhisperModelSharingFirstEncode
+
+    model = WhisperModelSharingFirstEncode(str(bundled_path("tiny.en", Path("~/.cache/oyez").expanduser())),
+                                           device="cpu", compute_type="int8", cpu_threads=1)
+    assert model.trimmed() is model

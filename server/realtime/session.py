@@ -442,6 +442,7 @@ class Session:
             prefix=committed or None,
             beam_size=None if final else 1,
             fallback=final,
+            trim_padding=True,  # someone waits on every live decode (OYEZ_WHISPER__TRIMMED_ENCODE_MARGIN_S)
         )
 
     def _prompt(self) -> str | None:
