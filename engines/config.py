@@ -50,10 +50,10 @@ class WhisperConfig(BaseModel):
         "it in order (engines/coverage.py); false = trust the decoder."
     )
     trimmed_encode_margin_s: float = Field(
-        15.0, ge=0, description="Where latency is the point (a stream's early first window when its language is known, live "
-        "captions' decodes), "
-        "encode a short window's speech plus this many seconds instead of the whole padded 30 s, on CPU "
-        "(engines/whisper_model.py); 0 = always the whole window. File requests are always encoded whole."
+        15.0, ge=0, description="Where latency is the point (a stream's early first window when its language is "
+        "known, live captions' decodes), encode a short window's speech plus this many seconds instead of the whole "
+        "padded 30 s, on CPU (engines/whisper_model.py); 0 = always the whole window. File requests are always "
+        "encoded whole."
     )
     window_seconds: float = Field(
         300.0, description="Audio longer than 1.25 x this is transcribed in windows of about this length, cut at quiet "

@@ -14,8 +14,9 @@ audio the detection's input holds one more 10 ms frame before the padding, as it
 The hand-over is per thread: `transcribe` runs the detection and creates the segment generator in the
 calling thread, before returning.
 
-**Padding is not encoded** where latency is the point (`trimmed()`, on CPU). Whisper's encoder always takes 30 s: faster-whisper
-pads a shorter window with zero features, and the encoder's cost is the same for 3 s of speech as for 30.
+**Padding is not encoded** where latency is the point (`trimmed()`, on CPU). Whisper's encoder always takes
+30 s: faster-whisper pads a shorter window with zero features, and the encoder's cost is the same for 3 s of
+speech as for 30.
 Encoding only the speech plus a margin and appending, after it, the encoder's output for a window of pure
 padding (computed once per model, the positions from the margin's end to 30 s) gives the decoder the 1500
 positions it was trained on at a fraction of the cost: on 2 cores with a 15 s margin, 34 clips of 1.5-30 s took
@@ -106,7 +107,8 @@ class WhisperModelSharingFirstEncode(WhisperModel):
         """Frames up to the last non-padding one plus the margin (even, so they halve exactly), or None to encode
         the window whole. Padding is the zero frames faster-whisper appends (`pad_or_trim`); a frame of audio is
         all zeros only if every mel band sits exactly at faster-whisper's normalisation point."""
-        if not self.margin_frames or self._padding_output is None or not isinstance(features, np.ndarray) or features.shape[-1] != WINDOW_FRAMES:
+        if (not self.margin_frames or self._padding_output is None or not isinstance(features, np.ndarray)
+                or features.shape[-1] != WINDOW_FRAMES):
             return None
         spoken = np.flatnonzero(np.any(features.reshape(-1, *features.shape[-2:]) != 0, axis=(0, 1)))
         frames = (int(spoken[-1]) + 1 if len(spoken) else 0) + self.margin_frames
