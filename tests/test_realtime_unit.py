@@ -245,3 +245,18 @@ def test_parse_event_errors():
         decode_audio_field(ev)
     assert (info.value.param, info.value.event_id) == ("audio", "e2")
     assert decode_audio_field({"audio": base64.b64encode(b"\x01\x02").decode()}) == b"\x01\x02"
+
+
+def test_every_live_decode_asks_for_the_encoder_pass_without_the_padding():
+    """Someone waits on every live decode: partial and final ones take the trimmed encoder pass, whose effect
+    tests/test_whisper_model.py checks on the real model (0 in OYEZ_WHISPER__TRIMMED_ENCODE_MARGIN_S turns it off)."""
+    from types import SimpleNamespace
+
+    from server.realtime.session import Session, Turn
+    from server.settings import Settings
+
+    service = SimpleNamespace(settings=Settings(), state=SimpleNamespace(registry=None, scheduler=None))
+    session = Session(service, ws=None, model_hint=None)
+    partial, final = (session._options(Turn("item_1", 0), final=f) for f in (False, True))
+    assert partial.trim_padding and final.trim_padding
+    assert partial.beam_size == 1 and final.beam_size is None  # the two kinds of decode, told apart
