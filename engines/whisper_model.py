@@ -19,8 +19,8 @@ calling thread, before returning.
 speech as for 30.
 Encoding only the speech plus a margin and appending, after it, the encoder's output for a window of pure
 padding (computed once per model, the positions from the margin's end to 30 s) gives the decoder the 1500
-positions it was trained on at a fraction of the cost: on 2 cores with a 15 s margin, 34 clips of 1.5-30 s took
-14.4 s of encoder time instead of 38.5 s. Without the appended padding (the encoder's output cut short, as
+positions it was trained on at a fraction of the cost: on 2 cores with a 15 s margin, the 34 held-out clips of
+1.5-30 s took 15.0 s of encoder time instead of 38.3 s. Without the appended padding (the encoder's output cut short, as
 whisper.cpp's `audio_ctx` does), `base` looped on short clips; with a margin of 3-5 s it got the language of
 short clips wrong and repeated itself, because real padding's output next to speech differs from pure
 padding's. The text still differs from a whole-window decode's here and there, so only decodes someone waits on
@@ -45,7 +45,7 @@ class WhisperModelSharingFirstEncode(WhisperModel):
 
     def __init__(self, *args, trimmed_margin_s: float = 0.0, **kwargs):
         super().__init__(*args, **kwargs)
-        self.margin_frames = 0  # this view's margin (see `trimmed`); 0 = every window encoded whole
+        self.margin_frames = 0  # this view's margin (see `trimmed`, which sets it only with _padding_output); 0 = whole
         self._trimmed_margin_frames = 0
         self._padding_output: np.ndarray | None = None
         if trimmed_margin_s > 0 and self.model.device == "cpu":
@@ -107,8 +107,7 @@ class WhisperModelSharingFirstEncode(WhisperModel):
         """Frames up to the last non-padding one plus the margin (even, so they halve exactly), or None to encode
         the window whole. Padding is the zero frames faster-whisper appends (`pad_or_trim`); a frame of audio is
         all zeros only if every mel band sits exactly at faster-whisper's normalisation point."""
-        if (not self.margin_frames or self._padding_output is None or not isinstance(features, np.ndarray)
-                or features.shape[-1] != WINDOW_FRAMES):
+        if not self.margin_frames or not isinstance(features, np.ndarray) or features.shape[-1] != WINDOW_FRAMES:
             return None
         spoken = np.flatnonzero(np.any(features.reshape(-1, *features.shape[-2:]) != 0, axis=(0, 1)))
         frames = (int(spoken[-1]) + 1 if len(spoken) else 0) + self.margin_frames

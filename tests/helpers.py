@@ -46,6 +46,17 @@ def normalize(text: str) -> str:
     return " ".join(text.split())
 
 
+CHARACTER_LANGUAGES = {"ja", "zh"}  # scored by characters: their text has no spaces between words
+
+
+def error_rate(refs: list[str], hyps: list[str], language: str | None) -> float:
+    """Corpus-level WER of normalised texts; CER (spaces ignored) for CHARACTER_LANGUAGES."""
+    refs, hyps = [normalize(r) for r in refs], [normalize(h) for h in hyps]
+    if language in CHARACTER_LANGUAGES:
+        return jiwer.cer([r.replace(" ", "") for r in refs], [h.replace(" ", "") for h in hyps])
+    return jiwer.wer(refs, hyps)
+
+
 def stm_text(path: Path) -> str:
     """The words of an STM reference (speaker-segment lines: file, channel, speaker, start, end, text)."""
     return " ".join(" ".join(line.split()[5:]) for line in path.read_text().splitlines() if line.strip())

@@ -349,7 +349,7 @@ class PyannoteDiarizer:
         self.config = config
         self.others_decoding = others_decoding  # requests decoding speech now (the registry's count)
         self.cores = available_cores()
-        self._trimmed = 0.0
+        self._trimmed_at = 0.0  # when freed heap memory was last handed back
         self._pace()
         self.device = _torch_device(device)
         self.pipeline = self._load(config, cache_dir, allow_downloads)
@@ -416,11 +416,11 @@ class PyannoteDiarizer:
         wanted = self.config.threads or (1 if self.others_decoding() > 0 else self.cores)
         if torch.get_num_threads() != wanted:
             torch.set_num_threads(wanted)
-        if time.monotonic() - self._trimmed >= TRIM_EVERY_S:
+        if time.monotonic() - self._trimmed_at >= TRIM_EVERY_S:
             # Segmentation batches free activations in blocks glibc keeps in its heap, and resident memory
             # crept up through a long run without this (docs/diarization-evaluation.md, "Speed and memory").
             release_freed_memory()
-            self._trimmed = time.monotonic()
+            self._trimmed_at = time.monotonic()
 
     def diarize(self, samples: np.ndarray, num_speakers: int | None = None, min_speakers: int | None = None,
                 max_speakers: int | None = None) -> Diarization:
