@@ -46,6 +46,19 @@ def normalize(text: str) -> str:
     return " ".join(text.split())
 
 
+def asr_clips(data: Path, half: str = "all") -> list[dict]:
+    """The clips of ../shared/data's en_asr and multilingual_asr, split in two by row order for the evaluation
+    scripts (even rows: `tune`, odd: `test`): `path`, `reference`, `language`, `half`."""
+    out = []
+    for subset, language_column in (("en_asr", None), ("multilingual_asr", "language")):
+        for index, row in enumerate(read_tsv(data / subset / "references.tsv")):
+            name = "tune" if index % 2 == 0 else "test"
+            if half in (name, "all"):
+                out.append({"path": data / subset / row["file"], "reference": row["transcript"],
+                            "language": row[language_column] if language_column else "en", "half": name})
+    return out
+
+
 CHARACTER_LANGUAGES = {"ja", "zh"}  # scored by characters: their text has no spaces between words
 
 
