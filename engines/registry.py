@@ -312,6 +312,7 @@ class ModelRegistry:
             window_seconds=cfg.window_seconds,
             coverage=cfg.coverage_redecode,
             trimmed_margin_s=cfg.trimmed_encode_margin_s,
+            token_budget_per_second=cfg.token_budget_per_second,
         )
         log.info("%s runs on %s/%s", spec.weights, engine.device, engine.compute_type)
         return engine

@@ -23,6 +23,7 @@ from engines.coverage import CoverageStats, ensure_coverage
 from engines.errors import UnsupportedOptionError
 from engines.longform import plan_windows, release_freed_memory, split_first
 from engines.types import (
+    SAMPLE_RATE,
     AudioInfo,
     Segment,
     TokenLogprob,
@@ -43,6 +44,11 @@ PIECE_LANGUAGE_CONFIDENCE = 0.9
 COVERAGE_VAD = VadOptions(threshold=0.5, min_speech_duration_ms=250, min_silence_duration_ms=300, speech_pad_ms=100)
 
 
+# A decode of a short window may generate at most TOKEN_BUDGET_BASE + token_budget_per_second x its seconds
+# new tokens (`FasterWhisperEngine.token_budget`). Whisper allows 448 tokens in all, prompt included, whatever the
+# audio: a 0.8 s "uh" that sends the decoder into a loop costs four seconds per temperature of the fallback ladder.
+TOKEN_BUDGET_BASE = 16
+MAX_PROMPT_TOKENS = 228  # faster-whisper keeps the last 223 tokens of the prompt, after up to 5 special tokens
 MAX_WORDS_PER_SECOND = 20.0  # fast speech is 4-6; Whisper's own timestamps of a real segment stay well under this
 
 
@@ -79,6 +85,7 @@ class FasterWhisperEngine:
         window_seconds: float = 300.0,
         coverage: bool = True,
         trimmed_margin_s: float = 0.0,
+        token_budget_per_second: float = 0.0,
     ):
         self.model = WhisperModelSharingFirstEncode(
             str(model_dir),
@@ -107,6 +114,7 @@ class FasterWhisperEngine:
         self.beam_size = beam_size
         self.batch_size = batch_size
         self.window_seconds = window_seconds
+        self.token_budget_per_second = token_budget_per_second
         self.coverage = coverage  # decode again the speech no segment covers (engines/coverage.py)
         self._token_bytes = lru_cache(maxsize=None)(self._token_bytes_uncached)
         if self.device == "cuda":
@@ -233,7 +241,7 @@ class FasterWhisperEngine:
         segments, _ = model.transcribe(
             audio.samples[a:b], language=language, task=options.task, beam_size=self.beam_size,
             initial_prompt=prompt or None, word_timestamps=options.word_timestamps or options.token_logprobs,
-            temperature=temperatures, vad_filter=False,
+            temperature=temperatures, vad_filter=False, max_new_tokens=self.token_budget(end - start),
         )
         return list(self._convert(segments, b / rate, recorder, options.word_timestamps, offset=a / rate))
 
@@ -274,8 +282,23 @@ class FasterWhisperEngine:
         if self.batch_size > 0 and not options.prefix:
             return transcribe_batched(model, samples, batch_size=self.batch_size, temperatures=temperatures,
                                       vad=vad_options, **common)
-        return model.transcribe(samples, temperature=temperatures, vad_filter=vad is not None,
-                                vad_parameters=vad_options, **common)
+        # The budget needs the sequential decoder's fallback ladder (engines/whisper_model.py), so the batched one has none.
+        return model.transcribe(samples, temperature=temperatures, vad_filter=vad is not None, vad_parameters=vad_options,
+                                max_new_tokens=self.token_budget(len(samples) / SAMPLE_RATE, options.prefix), **common)
+
+    def token_budget(self, seconds: float, prefix: str | None = None) -> int | None:
+        """The most new tokens a decode of `seconds` of audio may generate, or None for Whisper's own limit.
+
+        Fast speech is about 8 text tokens a second, plus two timestamp tokens per segment. A decode that uses
+        the whole budget counts as failed and the next temperature is tried (engines/whisper_model.py). Windows
+        long enough to need about as much as Whisper's own limit, and decodes whose forced prefix leaves too
+        little room beside the longest prompt, keep that limit. Applies to sequential decodes only.
+        """
+        if self.token_budget_per_second <= 0:
+            return None
+        budget = TOKEN_BUDGET_BASE + math.ceil(self.token_budget_per_second * min(seconds, 30.0))
+        room = 448 - MAX_PROMPT_TOKENS - (len(self._encode(" " + prefix.strip())) if prefix else 0)
+        return budget if budget < room else None
 
     def _windowed(self, model, audio: Audio, windows, first, options, recorder, progress) -> Iterator[Segment]:
         """Transcribe window after window, with timestamps on the file's timeline.

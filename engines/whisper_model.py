@@ -1,4 +1,5 @@
-"""faster-whisper's WhisperModel, with two savings on the encoder, the costliest call of a short request.
+"""faster-whisper's WhisperModel, with two savings on the encoder, the costliest call of a short request, and
+runaway decodes of a short window cut short.
 
 **The first 30 s are encoded once when the language is detected.**
 
@@ -26,11 +27,18 @@ short clips wrong and repeated itself, because real padding's output next to spe
 padding's. The text still differs from a whole-window decode's here and there, so only decodes someone waits on
 use it. The margin was chosen on half of ../shared/data's clips and checked on the other half
 (scripts/eval_trimmed_encode, docs/benchmarks.md).
+
+**A decode that uses up its token budget has failed.** The engine gives short windows a budget of new tokens
+sized for their length (`FasterWhisperEngine.token_budget`) instead of Whisper's 448: a 0.8 s "uh" that sent the
+decoder into a loop cost about 4 s per temperature of the fallback ladder on 2 cores, 13-23 s in all. Cut at the
+budget, a loop is short enough to pass faster-whisper's compression-ratio check, so `generate_with_fallback`
+counts a decode that fills its budget as failed, as faster-whisper counts a too-repetitive one.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import threading
 
 import ctranslate2
@@ -92,6 +100,38 @@ class WhisperModelSharingFirstEncode(WhisperModel):
         state.first = None
         return super().generate_segments(features, tokenizer, options, log_progress, encoder_output)
 
+    def generate_with_fallback(self, encoder_output, prompt, tokenizer, options):
+        """faster-whisper's temperature fallback, in which a decode that fills `max_new_tokens` also fails.
+
+        Each temperature is tried as faster-whisper would (too repetitive, too improbable: the next one; improbable
+        and probably no speech: stop, the window is skipped), and a decode that generated its whole budget (a
+        forced prefix counts: its words are the same audio's) goes on to the next temperature too. When every
+        temperature fails, the best finished decode is kept, as faster-whisper keeps one; when every one ran away,
+        the window gets no text.
+        """
+        if options.max_new_tokens is None:
+            return super().generate_with_fallback(encoder_output, prompt, tokenizer, options)
+        finished, repetitive = [], []
+        attempt = None
+        for temperature in options.temperatures:
+            one = dataclasses.replace(options, temperatures=[temperature])
+            attempt = super().generate_with_fallback(encoder_output, prompt, tokenizer, one)
+            result, avg_logprob, _, ratio = attempt
+            runaway = len(result.sequences_ids[0]) >= options.max_new_tokens
+            too_repetitive = options.compression_ratio_threshold is not None and ratio > options.compression_ratio_threshold
+            improbable = options.log_prob_threshold is not None and avg_logprob < options.log_prob_threshold
+            silence = improbable and options.no_speech_threshold is not None and (
+                result.no_speech_prob > options.no_speech_threshold)
+            if silence or not (runaway or too_repetitive or improbable):
+                return attempt
+            if not runaway:
+                (repetitive if too_repetitive else finished).append(attempt)
+        candidates = finished or repetitive
+        if not candidates:
+            return _NoText(attempt[0]), attempt[1], attempt[2], attempt[3]
+        best = max(candidates, key=lambda a: a[1])
+        return best[0], best[1], attempt[2], best[3]  # the last temperature tried, as faster-whisper passes on
+
     def _encode_trimmed(self, features):
         """The encoder's output for `features` (a padded 30 s window, or a batch of them); when the padding is
         longer than the margin, only the frames up to the margin are encoded and pure padding's output follows."""
@@ -113,3 +153,13 @@ class WhisperModelSharingFirstEncode(WhisperModel):
         frames = (int(spoken[-1]) + 1 if len(spoken) else 0) + self.margin_frames
         frames += frames % 2
         return frames if frames < WINDOW_FRAMES else None
+
+
+class _NoText:
+    """A generation result with no tokens: a window whose every decode ran away (faster-whisper reads these fields)."""
+
+    def __init__(self, result):
+        self.sequences_ids = [[]]
+        self.sequences = [[]]
+        self.scores = [0.0]
+        self.no_speech_prob = result.no_speech_prob

@@ -1,12 +1,15 @@
 """engines/whisper_model.py: the language detection's encoding of the first window is used to transcribe it,
-and a short window's padding is not encoded where latency is the point.
+a short window's padding is not encoded where latency is the point, and a decode that fills its token budget
+has failed.
 
 Real model, real speech: the encoder calls are counted by the engine's model-call scheduler.
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -175,3 +178,85 @@ def test_trimming_is_off_without_a_margin():
     model = WhisperModelSharingFirstEncode(str(bundled_path("tiny.en", Path("~/.cache/oyez").expanduser())),
                                            device="cpu", compute_type="int8", cpu_threads=1)
     assert model.trimmed() is model
+
+
+class _Generate:
+    """The real model call scheduler, recording each `generate` call's new-token limit; with `script`, the results
+    of those calls are replaced, one per call, by decodes of the given text tokens (CTranslate2's result fields)."""
+
+    def __init__(self, inner, script: list[tuple[list[int], float]] | None = None):
+        self.inner, self.script, self.limits = inner, list(script or []), []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def generate(self, features, prompts, **options):
+        self.limits.append(options["max_length"] - len(prompts[0]))
+        if not self.script:
+            return self.inner.generate(features, prompts, **options)
+        tokens, no_speech = self.script.pop(0)
+        return [SimpleNamespace(sequences_ids=[tokens], sequences=[[]], scores=[-0.1], no_speech_prob=no_speech)]
+
+
+def _scripted(engine, script):
+    view = copy.copy(engine.model)
+    view.model = _Generate(engine.model.model, script)
+    return view
+
+
+def _tokens(engine, text: str) -> list[int]:
+    return engine.model.hf_tokenizer.encode(text, add_special_tokens=False).ids
+
+
+def test_a_decode_that_fills_its_token_budget_fails_over_to_the_next_temperature(engine):
+    """Cut at its budget a loop is too short for the compression-ratio check: the budget itself marks it."""
+    loop, words = _tokens(engine, " la la la la la la la la"), _tokens(engine, " Hello there.")
+    view = _scripted(engine, [(loop, 0.0), (words, 0.0)])
+    samples = decode_audio(str(DATA / "librivox_0870.wav")).samples
+    segments, _ = view.transcribe(samples, language="en", temperature=[0.0, 0.2, 0.4], max_new_tokens=len(loop),
+                                  vad_filter=False)
+    assert [s.text for s in segments] == [" Hello there."]
+    assert view.model.limits == [len(loop), len(loop)]  # the third temperature was not needed
+
+
+def test_a_window_whose_every_decode_runs_away_gets_no_text(engine):
+    loop = _tokens(engine, " la la la la la la la la")
+    view = _scripted(engine, [(loop, 0.0)] * 3)
+    samples = decode_audio(str(DATA / "librivox_0870.wav")).samples
+    segments, _ = view.transcribe(samples, language="en", temperature=[0.0, 0.2, 0.4], max_new_tokens=len(loop),
+                                  vad_filter=False)
+    assert list(segments) == []
+    assert len(view.model.limits) == 3
+
+
+def test_without_a_budget_faster_whispers_own_ladder_decides(engine):
+    loop = _tokens(engine, " la la la la la la la la")
+    view = _scripted(engine, [(loop, 0.0)])
+    samples = decode_audio(str(DATA / "librivox_0870.wav")).samples
+    segments, _ = view.transcribe(samples, language="en", temperature=[0.0, 0.2], vad_filter=False)
+    assert [s.text for s in segments] == [" la la la la la la la la"]  # short enough to pass as speech
+
+
+def test_the_token_budget_grows_with_the_audio_and_leaves_long_windows_whisper_s_limit(engine, monkeypatch):
+    from engines.whisper import MAX_PROMPT_TOKENS, TOKEN_BUDGET_BASE
+
+    monkeypatch.setattr(engine, "token_budget_per_second", 20.0)
+    assert engine.token_budget(0.8) == TOKEN_BUDGET_BASE + 16
+    assert engine.token_budget(3.0) == TOKEN_BUDGET_BASE + 60
+    assert engine.token_budget(10.5) is None  # 226 tokens: more room than a prompt can leave
+    room = 448 - MAX_PROMPT_TOKENS
+    prefix = " ".join(["word"] * 150)
+    assert engine.token_budget(3.0, prefix) is None  # a forced prefix takes its room
+    monkeypatch.setattr(engine, "token_budget_per_second", 0.0)
+    assert engine.token_budget(0.8) is None
+    assert room > TOKEN_BUDGET_BASE + 60
+
+
+def test_a_short_window_is_decoded_within_its_budget_and_its_speech_is_all_there(engine, monkeypatch):
+    monkeypatch.setattr(engine, "token_budget_per_second", 20.0)
+    spy = _Generate(engine.model.model)
+    monkeypatch.setattr(engine.model, "model", spy)
+    audio = decode_audio(str(DATA / "librivox_0870.wav"))  # 7.1 s
+    transcript = engine.transcribe(audio, TranscribeOptions(language="en", vad=None)).collect()
+    assert wer(REFS["librivox_0870.wav"], transcript.text) <= 0.10
+    assert spy.limits[0] == engine.token_budget(audio.duration)
