@@ -56,9 +56,9 @@ class WhisperConfig(BaseModel):
         "encoded whole."
     )
     token_budget_per_second: float = Field(
-        20.0, ge=0, description="A decode of a window shorter than about 13 s may generate at most 16 + this many new "
-        "tokens per second of audio (Whisper's own limit is 448 whatever the audio), and one that uses them all counts "
-        "as failed, as a too-repetitive one does (engines/whisper_model.py); 0 = Whisper's limit.",
+        20.0, ge=0, description="A decode of a short window may generate at most 16 + this many new tokens per second "
+        "of audio (at 20: windows under about 10 s; Whisper's own limit is 448 whatever the audio), and one that uses "
+        "them all counts as failed, as a too-repetitive one does (engines/whisper_model.py); 0 = Whisper's limit.",
     )
     window_seconds: float = Field(
         300.0, description="Audio longer than 1.25 x this is transcribed in windows of about this length, cut at quiet "
