@@ -115,6 +115,17 @@ def is_repetition(words: list[str]) -> bool:
     return False
 
 
+def is_loop(text: str, min_words: int = 4, min_repeats: int = 3) -> bool:
+    """One phrase said at least `min_repeats` times and nothing else, the last time maybe cut short, in at least
+    `min_words` words ("I'm sorry, I'm sorry, I'm sorry, I'm"): a decoder loop stopped by a token budget.
+    "No, no, no." (three words) is speech."""
+    words = normalize(text).split()
+    n = len(words)
+    if n < min_words:
+        return False
+    return any(words == (words[:size] * (n // size + 1))[:n] for size in range(1, n // min_repeats + 1))
+
+
 def is_hallucination(text: str, before: str = "", after: str = "") -> bool:
     """Whether a re-decoded stretch's text should be dropped rather than merged.
 

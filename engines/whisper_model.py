@@ -45,6 +45,8 @@ import ctranslate2
 import numpy as np
 from faster_whisper import WhisperModel
 
+from engines.coverage import is_loop
+
 WINDOW_FRAMES = 3000  # 30 s of 10 ms feature frames; the encoder halves them into 1500 positions
 
 
@@ -105,9 +107,10 @@ class WhisperModelSharingFirstEncode(WhisperModel):
 
         Each temperature is tried as faster-whisper would (too repetitive, too improbable: the next one; improbable
         and probably no speech: stop, the window is skipped), and a decode that generated its whole budget (a
-        forced prefix counts: its words are the same audio's) goes on to the next temperature too. When every
-        temperature fails, the best finished decode is kept, as faster-whisper keeps one; when every one ran away,
-        the window gets no text.
+        forced prefix counts: its words are the same audio's) goes on to the next temperature too, as does one that is
+        a single phrase looping (`is_loop`: beam search may end such a loop on its own before the budget, shorter than
+        faster-whisper's compression check can see). When every temperature fails, the best finished decode is kept,
+        as faster-whisper keeps one; when every one ran away or looped, the window gets no text.
         """
         if options.max_new_tokens is None:
             return super().generate_with_fallback(encoder_output, prompt, tokenizer, options)
@@ -117,7 +120,8 @@ class WhisperModelSharingFirstEncode(WhisperModel):
             one = dataclasses.replace(options, temperatures=[temperature])
             attempt = super().generate_with_fallback(encoder_output, prompt, tokenizer, one)
             result, avg_logprob, _, ratio = attempt
-            runaway = len(result.sequences_ids[0]) >= options.max_new_tokens
+            tokens = result.sequences_ids[0]
+            runaway = len(tokens) >= options.max_new_tokens or is_loop(tokenizer.decode(tokens))
             too_repetitive = options.compression_ratio_threshold is not None and ratio > options.compression_ratio_threshold
             improbable = options.log_prob_threshold is not None and avg_logprob < options.log_prob_threshold
             silence = improbable and options.no_speech_threshold is not None and (

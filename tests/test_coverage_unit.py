@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from engines.coverage import ensure_coverage, is_hallucination, merge, subtract, uncovered_speech
+from engines.coverage import ensure_coverage, is_hallucination, is_loop, merge, subtract, uncovered_speech
 from engines.types import CoverageStats, Segment, Word
 
 
@@ -125,3 +125,15 @@ def test_ensure_coverage_closes_the_decoder():
     next(out)
     out.close()
     assert closed == [True]
+
+
+@pytest.mark.parametrize("text", ["I'm sorry, I'm sorry, I'm sorry, I'm", "new, new, new, new",
+                                  "Wh-wh-wh-wh-wh-wh-wh-wh-", "la la la la la la la la"])
+def test_a_phrase_looping_to_the_end_is_a_decoder_loop(text):
+    assert is_loop(text)
+
+
+@pytest.mark.parametrize("text", ["No, no, no.", "Uh, uh,", "I am, I am", "Word, another word, word, word, word.",
+                                  "Montreal Forced Aligner.", ""])
+def test_short_repeats_and_sentences_are_speech(text):
+    assert not is_loop(text)

@@ -219,6 +219,15 @@ def test_a_decode_that_fills_its_token_budget_fails_over_to_the_next_temperature
     assert view.model.limits == [len(loop), len(loop)]  # the third temperature was not needed
 
 
+def test_a_loop_that_beam_search_ended_before_the_budget_fails_over_too(engine):
+    loop, words = _tokens(engine, " I'm sorry, I'm sorry, I'm sorry, I'm"), _tokens(engine, " Hello there.")
+    view = _scripted(engine, [(loop, 0.0), (words, 0.0)])
+    samples = decode_audio(str(DATA / "librivox_0870.wav")).samples
+    segments, _ = view.transcribe(samples, language="en", temperature=[0.0, 0.2], max_new_tokens=4 * len(loop),
+                                  vad_filter=False)
+    assert [s.text for s in segments] == [" Hello there."]
+
+
 def test_a_window_whose_every_decode_runs_away_gets_no_text(engine):
     loop = _tokens(engine, " la la la la la la la la")
     view = _scripted(engine, [(loop, 0.0)] * 3)
