@@ -116,14 +116,18 @@ def is_repetition(words: list[str]) -> bool:
 
 
 def is_loop(text: str, min_words: int = 4, min_repeats: int = 3) -> bool:
-    """One phrase said at least `min_repeats` times and nothing else, the last time maybe cut short, in at least
-    `min_words` words ("I'm sorry, I'm sorry, I'm sorry, I'm"): a decoder loop stopped by a token budget.
-    "No, no, no." (three words) is speech."""
+    """One phrase said at least `min_repeats` times and nothing else, the last time maybe cut short (even inside a
+    word), in at least `min_words` words ("I'm sorry, I'm sorry, I'm sorry, I"): a decoder loop stopped by a token
+    budget. "No, no, no." (three words) is speech."""
     words = normalize(text).split()
     n = len(words)
     if n < min_words:
         return False
-    return any(words == (words[:size] * (n // size + 1))[:n] for size in range(1, n // min_repeats + 1))
+    for size in range(1, n // min_repeats + 1):
+        expected = (words[:size] * (n // size + 1))[:n]
+        if words[:-1] == expected[:-1] and expected[-1].startswith(words[-1]):
+            return True
+    return False
 
 
 def is_hallucination(text: str, before: str = "", after: str = "") -> bool:

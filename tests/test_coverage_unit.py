@@ -127,13 +127,14 @@ def test_ensure_coverage_closes_the_decoder():
     assert closed == [True]
 
 
-@pytest.mark.parametrize("text", ["I'm sorry, I'm sorry, I'm sorry, I'm", "new, new, new, new",
+@pytest.mark.parametrize("text", ["I'm sorry, I'm sorry, I'm sorry, I'm", "I'm sorry, I'm sorry, I'm sorry, I",
+                                  "new, new, new, new",
                                   "Wh-wh-wh-wh-wh-wh-wh-wh-", "la la la la la la la la"])
 def test_a_phrase_looping_to_the_end_is_a_decoder_loop(text):
     assert is_loop(text)
 
 
 @pytest.mark.parametrize("text", ["No, no, no.", "Uh, uh,", "I am, I am", "Word, another word, word, word, word.",
-                                  "Montreal Forced Aligner.", ""])
+                                  "Montreal Forced Aligner.", "", "so so so sorry"])
 def test_short_repeats_and_sentences_are_speech(text):
     assert not is_loop(text)
