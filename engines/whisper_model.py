@@ -32,7 +32,8 @@ use it. The margin was chosen on half of ../shared/data's clips and checked on t
 sized for their length (`FasterWhisperEngine.token_budget`) instead of Whisper's 448: a 0.8 s "uh" that sent the
 decoder into a loop cost about 4 s per temperature of the fallback ladder on 2 cores, 13-23 s in all. Cut at the
 budget, a loop is short enough to pass faster-whisper's compression-ratio check, so `generate_with_fallback`
-counts a decode that fills its budget as failed, as faster-whisper counts a too-repetitive one.
+counts a decode that fills its budget, or whose text is one phrase looping, as failed, as faster-whisper counts a
+too-repetitive one. Chosen and measured in docs/benchmarks.md (scripts/eval_token_budget).
 """
 
 from __future__ import annotations
@@ -160,7 +161,8 @@ class WhisperModelSharingFirstEncode(WhisperModel):
 
 
 class _NoText:
-    """A generation result with no tokens: a window whose every decode ran away (faster-whisper reads these fields)."""
+    """A generation result with no tokens, for a window whose every decode ran away or looped (faster-whisper reads
+    these fields)."""
 
     def __init__(self, result):
         self.sequences_ids = [[]]
