@@ -59,10 +59,10 @@ def asr_clips(data: Path, half: str = "all") -> list[dict]:
     return out
 
 
-def server_vad_turns(samples: np.ndarray, rate: int = 16000) -> list[tuple[int, int, int]]:
+def server_vad_turns(samples: np.ndarray, rate: int = 16000) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
     """The turns a live session's server VAD (default knobs) finds in `samples`, followed by 1 s of silence so the
-    last one ends: (start, speech_end, end) sample indices, where the silence that ended the turn began at
-    speech_end and the committed turn runs to end."""
+    last one ends: that padded audio, and (start, speech_end, end) sample indices into it, where the silence that
+    ended the turn began at speech_end and the committed turn runs to end."""
     from engines.streaming_vad import StreamingVad, TurnDetector, TurnParams
 
     padded = np.concatenate([samples, np.zeros(rate, dtype=np.float32)])
@@ -73,7 +73,7 @@ def server_vad_turns(samples: np.ndarray, rate: int = 16000) -> list[tuple[int, 
         elif start is not None:
             turns.append((start, ev.speech_end if ev.speech_end is not None else ev.sample, ev.sample))
             start = None
-    return turns
+    return padded, turns
 
 
 CHARACTER_LANGUAGES = {"ja", "zh"}  # scored by characters: their text has no spaces between words
