@@ -46,6 +46,9 @@ class TranscribeOptions:
     prefix: str | None = None
     beam_size: int | None = None
     fallback: bool = True
+    # Text only, no timestamp tokens (faster-whisper's `without_timestamps`): one segment per window. A live
+    # turn decoded after the previous turn's forced text needs it (engines/live_context.py).
+    without_timestamps: bool = False
     # Decode the first few seconds as a window of their own, so the first segment comes out
     # sooner (a stream's first delta), at the cost of one more encoder pass (engines/longform.py).
     early_first_segment: bool = False

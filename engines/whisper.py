@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import logging
 import math
 import time
@@ -48,6 +49,7 @@ COVERAGE_VAD = VadOptions(threshold=0.5, min_speech_duration_ms=250, min_silence
 # new tokens (`FasterWhisperEngine.token_budget`). Whisper allows 448 tokens in all, prompt included, whatever the
 # audio: a 0.8 s "uh" that sends the decoder into a loop costs four seconds per temperature of the fallback ladder.
 TOKEN_BUDGET_BASE = 16
+WINDOW_SECONDS = 30.0  # one Whisper window
 MAX_PROMPT_TOKENS = 228  # faster-whisper keeps the last 223 tokens of the prompt, after up to 5 special tokens
 MAX_WORDS_PER_SECOND = 20.0  # fast speech is 4-6; Whisper's own timestamps of a real segment stay well under this
 
@@ -279,12 +281,22 @@ class FasterWhisperEngine:
         )
         if options.prefix:
             common["prefix"] = options.prefix
-        if self.batch_size > 0 and not options.prefix:
+        if options.without_timestamps:
+            common["without_timestamps"] = True
+        if self.batch_size > 0 and not options.prefix and not options.without_timestamps:
             return transcribe_batched(model, samples, batch_size=self.batch_size, temperatures=temperatures,
                                       vad=vad_options, **common)
         # The budget needs the sequential decoder's fallback ladder (engines/whisper_model.py), so the batched one has none.
-        return model.transcribe(samples, temperature=temperatures, vad_filter=vad is not None, vad_parameters=vad_options,
-                                max_new_tokens=self.token_budget(len(samples) / SAMPLE_RATE, options.prefix), **common)
+        segments, info = model.transcribe(samples, temperature=temperatures, vad_filter=vad is not None,
+                                          vad_parameters=vad_options,
+                                          max_new_tokens=self.token_budget(len(samples) / SAMPLE_RATE, options.prefix),
+                                          **common)
+        if options.without_timestamps and len(samples) <= WINDOW_SECONDS * SAMPLE_RATE:
+            # Without timestamp tokens one decode covers the window. With word timestamps (logprobs) faster-whisper
+            # would then seek back to the last word's end and decode the rest again: on the trailing silence of a
+            # live turn that gave "Thank you. Thank you." So the window's first decode is all.
+            segments = itertools.islice(segments, 1)
+        return segments, info
 
     def token_budget(self, seconds: float, prefix: str | None = None) -> int | None:
         """The most new tokens a decode of `seconds` of audio may generate, or None for Whisper's own limit.

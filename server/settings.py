@@ -83,6 +83,11 @@ class RealtimeSettings(BaseModel):
         "earlier turns, as Whisper conditions a window on the previous one (0 = the prompt alone; off by default: "
         "on short turns it made Whisper repeat the context, docs/realtime.md)."
     )
+    context_audio_seconds: float = Field(
+        10.0, ge=0, description="Decode a server-VAD turn after the previous turn's audio, with that turn's "
+        "transcript forced as the start of the text, when the previous turn is at most this long (its words are "
+        "not sent again; 0 = each turn decoded alone; engines/live_context.py)."
+    )
     early_final_ms: int = Field(
         200, ge=0, description="Start a turn's final decode once the speaker has been silent this long, before "
         "silence_duration_ms confirms the turn's end (kept if no speech comes back; 0 = start it at speech_stopped)."
@@ -180,6 +185,7 @@ FLAT_ALIASES: dict[str, tuple[str, str]] = {
     "OYEZ_REALTIME_MAX_BUFFER_SECONDS": ("realtime", "max_buffer_seconds"),
     "OYEZ_REALTIME_EARLY_FINAL_MS": ("realtime", "early_final_ms"),
     "OYEZ_REALTIME_CONTEXT_WORDS": ("realtime", "context_words"),
+    "OYEZ_REALTIME_CONTEXT_AUDIO_SECONDS": ("realtime", "context_audio_seconds"),
 }
 
 

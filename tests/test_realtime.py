@@ -555,6 +555,11 @@ def test_turns_of_en_asr_clips_over_raw_websockets(rt):
                               for item in items.values())
     reference = " ".join(rows[name]["transcript_plain"] for name in names)
     assert wer(reference, " ".join(texts)) <= 0.2, texts  # tiny.en: one word of a sentence may go wrong
+    # The second and third turns are decoded after the turn before them (engines/live_context.py): each
+    # transcript is its own sentence only, and usage counts its own audio.
+    for name, item in zip(names, items.values()):
+        assert wer(rows[name]["transcript_plain"], item["completed"]["transcript"]) <= 0.34, item["completed"]
+        assert item["completed"]["usage"]["seconds"] <= float(rows[name]["duration_s"]) + 2.5, item["completed"]
 
 
 def test_quiet_sessions_hold_no_decode_slot(rt):

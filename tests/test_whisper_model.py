@@ -74,9 +74,11 @@ def test_a_streams_first_piece_decides_the_language_with_one_encode_when_whisper
     """A stream's short first window (engines/longform.split_first) detects the language on its own encoding;
     no separate detection pass over 30 s delays the first text. That encoding is of the whole window: on a
     trimmed one Whisper is less often sure of the language."""
+    # A first piece Whisper is clearly sure of (0.997 for the LibriVox sentence; JFK's first 3 s sit at 0.896-0.9
+    # depending on the CPU's int8 kernels, too close to the threshold for this test).
     jfk, other = (decode_audio(str(DATA / n)).samples for n in ("jfk.wav", "librivox_0870.wav"))
     pause = np.zeros(8000, np.float32)
-    audio = Audio(np.concatenate([jfk, pause, other, pause, jfk]))
+    audio = Audio(np.concatenate([other, pause, jfk, pause, other]))
     assert audio.duration > 16  # long enough to be split
     encodes, detections = _calls(engine, "encode"), _calls(engine, "detect_language")
     stream = engine.transcribe(audio, TranscribeOptions(early_first_segment=True))
@@ -87,7 +89,7 @@ def test_a_streams_first_piece_decides_the_language_with_one_encode_when_whisper
     assert first.end <= 8.5  # the short first window's text
     rest = list(stream)
     text = " ".join(s.text for s in [first, *rest])
-    reference = " ".join([REFS["jfk.wav"], REFS["librivox_0870.wav"], REFS["jfk.wav"]])
+    reference = " ".join([REFS["librivox_0870.wav"], REFS["jfk.wav"], REFS["librivox_0870.wav"]])
     assert wer(reference, text) <= 0.10, text
 
 
@@ -155,7 +157,9 @@ def test_a_window_whose_padding_is_shorter_than_the_margin_is_encoded_whole(engi
     audio = Audio(np.concatenate([jfk, np.zeros(8000, np.float32), other]))  # 18.6 s: 18.6 + 15 > 30
     transcript = engine.transcribe(audio, TranscribeOptions(language="en", trim_padding=True)).collect()
     assert wer(" ".join([REFS["jfk.wav"], REFS["librivox_0870.wav"]]), transcript.text) <= 0.10
-    assert encoded_frames == [3000]
+    # The window is encoded whole. Where a decode ends before its window does, faster-whisper goes on from
+    # there, and that shorter rest may be trimmed (seen on one CPU, not another): only the first pass is this case.
+    assert encoded_frames[0] == 3000
 
 
 def test_a_streams_early_first_piece_is_trimmed_and_the_windows_after_it_are_not(engine, encoded_frames):

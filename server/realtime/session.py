@@ -12,7 +12,8 @@ far is decoded greedily, with the words already sent forced as its prefix; words
 decodes agree on are sent as deltas (engines/local_agreement.py). A partial decode starts only when
 nobody waits for the model's pool and it leaves one run slot free, so it never goes ahead of a file
 request or a final decode, and one that arrives while partials run finds a slot.
-When the turn ends, one full decode (beam search, the sent words as prefix) gives the rest.
+When the turn ends, one full decode (beam search, the sent words as prefix) gives the rest; it hears the
+previous turn first, that turn's text forced before the sent words (engines/live_context.py).
 
 That final decode starts early: once the speaker has been silent for `realtime.early_final_ms`
 (before `silence_duration_ms` confirms the end of the turn), the turn so far is decoded as the final
@@ -39,6 +40,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from engines.audio import Audio
 from engines.errors import EngineError
 from engines.live_audio import G711_ALAW, G711_ULAW, PCM16_24K, LiveAudioDecoder
+from engines.live_context import TurnContext, after_context, in_context, previous_turn
 from engines.local_agreement import LocalAgreement, Word, join, words_of
 from engines.streaming_vad import StreamingVad, TurnDetector
 from engines.types import SAMPLE_RATE, TranscribeOptions, Transcript, VadParams
@@ -203,6 +205,7 @@ class Session:
         self.finals: deque[Turn] = deque()
         self.last_item: str | None = None
         self.history: deque[str] = deque(maxlen=16)  # the last completed transcripts: the next turns' context
+        self.context: TurnContext | None = None  # the last server-VAD turn, heard before the next one's final decode
         self.wake = asyncio.Event()  # new audio in a turn being spoken
         self.finals_ready = asyncio.Event()
         self.send_lock = asyncio.Lock()
@@ -488,12 +491,12 @@ class Session:
         """Start the turn's final decode in a silence that may end it; until the turn ends, wait for it here
         and use it as a partial decode."""
         samples = self.buffer.take(turn.start, self.buffer.end)
-        task = asyncio.create_task(self._decode(self.config.model, samples, self._options(turn, final=True)))
+        task = asyncio.create_task(self._decode_final(turn, samples))
         if turn.early is not None:  # speech came back after the last one
             self.service.m_early.labels("superseded").inc()
         turn.early = EarlyFinal(speech_end=self.detector.silence_from, task=task)
         try:
-            transcript = await asyncio.shield(task)
+            _, words = await asyncio.shield(task)
         except (APIError, EngineError) as exc:  # the final decode will try again
             log.debug("early final decode failed: %s", exc)
             return
@@ -505,19 +508,19 @@ class Session:
             return
         if turn.final_started:  # the turn ended in this silence: finish() takes it from here
             return
-        new = turn.agreement.update(words_of(transcript))
+        new = turn.agreement.update(words)
         if new:
             await self.delta(turn, new)
 
-    async def _early_transcript(self, turn: Turn) -> Transcript | None:
-        """The early final decode's transcript, when it decoded this whole turn's speech."""
+    async def _early_transcript(self, turn: Turn) -> tuple[Transcript, list[Word]] | None:
+        """The early final decode's transcript and words, when it decoded this whole turn's speech."""
         early = turn.early
         if early is None or turn.speech_end is None or early.speech_end != turn.speech_end:
             if early is not None:
                 self.service.m_early.labels("superseded").inc()
             return None
         try:
-            transcript = await asyncio.shield(early.task)
+            transcript, words = await asyncio.shield(early.task)
         except asyncio.CancelledError:
             if not early.task.cancelled():
                 raise  # this session is ending
@@ -529,7 +532,28 @@ class Session:
         # left out only trailing silence.
         seconds = turn.samples.size / SAMPLE_RATE
         return dataclasses.replace(transcript, audio=dataclasses.replace(
-            transcript.audio, duration=seconds, speech_duration=seconds))
+            transcript.audio, duration=seconds, speech_duration=seconds)), words
+
+    async def _decode_final(self, turn: Turn, samples: np.ndarray) -> tuple[Transcript, list[Word]]:
+        """A final decode of the turn's `samples`: its transcript and the turn's words. A server-VAD turn is
+        decoded after the previous one's audio and forced text when they fit (engines/live_context.py); the words
+        are then those after that text, and `usage` counts the turn's own audio."""
+        options = self._options(turn, final=True)
+        context = self.context if turn.live else None
+        audio, prefix, used = in_context(context, samples, options.prefix)
+        if not used:
+            transcript = await self._decode(self.config.model, samples, options)
+            return transcript, words_of(transcript)
+        transcript = await self._decode(self.config.model, audio,
+                                        dataclasses.replace(options, prefix=prefix, without_timestamps=True))
+        words = after_context(context, words_of(transcript))
+        if words is None:  # not expected (the context's text was forced): decode the turn alone
+            log.warning("realtime: a decode in context did not start with the context's text; decoding alone")
+            transcript = await self._decode(self.config.model, samples, options)
+            return transcript, words_of(transcript)
+        seconds = samples.size / SAMPLE_RATE
+        return dataclasses.replace(transcript, audio=dataclasses.replace(
+            transcript.audio, duration=seconds, speech_duration=seconds)), words
 
     async def delta(self, turn: Turn, words: list[Word]) -> None:
         text = join(words)
@@ -549,9 +573,10 @@ class Session:
         model = self.config.model
         turn.final_started = True
         try:
-            transcript = await self._early_transcript(turn)
-            if transcript is None:
-                transcript = await self._decode(model, turn.samples, self._options(turn, final=True))
+            decoded = await self._early_transcript(turn)
+            if decoded is None:
+                decoded = await self._decode_final(turn, turn.samples)
+            transcript, final_words = decoded
         except (APIError, EngineError) as exc:
             err = exc if isinstance(exc, APIError) else from_engine_error(exc)
             self.service.m_turns.labels(model, "failed").inc()
@@ -566,10 +591,12 @@ class Session:
                                   content_index=0, error={"type": "server_error", "code": "server_error",
                                                           "message": "The turn could not be transcribed.", "param": None}))
             return
-        rest = turn.agreement.finish(words_of(transcript))
+        rest = turn.agreement.finish(final_words)
         await self.delta(turn, rest)
         words = turn.agreement.committed
         self.history.append(join(words))
+        self.context = (previous_turn(turn.samples, join(words), self.settings.realtime.context_audio_seconds)
+                        if turn.live else None)
         fields = {"item_id": turn.item_id, "content_index": 0, "transcript": join(words),
                   "usage": usage_for(capabilities_of(model), transcript)}
         if self.config.include_logprobs:
