@@ -209,7 +209,8 @@ def test_translation_to_english(client):
                                               response_format="verbose_json")
     assert result.task == "translate" and result.language == "english"
     text = result.text.lower()
-    assert "sand" in text and "medium" in text, result.text
+    # "grano medio": "medium grain" on one CPU, "middle grain" on another (int8 kernels differ)
+    assert "sand" in text and any(w in text for w in ("medium", "middle")), result.text
     plain = client.audio.translations.create(file=open(DATA / "test_es.wav", "rb"), model="whisper-1")
     assert "sand" in plain.text.lower()
 
@@ -222,7 +223,8 @@ def test_translation_srt(http):
     assert cues
     assert_timeline(cues, 8.7)
     text = " ".join(c["text"] for c in cues).lower()
-    assert "sand" in text and "medium" in text, r.text  # English, from the Spanish "arenas ... grano medio"
+    # English, from the Spanish "arenas ... grano medio" ("medium" or "middle" grain, by CPU)
+    assert "sand" in text and any(w in text for w in ("medium", "middle")), r.text
 
 
 def test_superset_verbose_json_on_gpt4o(client):
