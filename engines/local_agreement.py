@@ -73,6 +73,7 @@ class LocalAgreement:
     """Committed words of one turn, grown from consecutive hypotheses of the whole turn so far."""
 
     committed: list[Word] = field(default_factory=list)
+    hold: int = 0  # agreed words at the end of the agreement held back until a later decode agrees past them
     _previous: list[Word] | None = None
 
     def update(self, hypothesis: list[Word]) -> list[Word]:
@@ -80,7 +81,7 @@ class LocalAgreement:
         previous, self._previous = self._previous, hypothesis
         if previous is None:
             return []
-        agreed = common_prefix(previous, hypothesis)
+        agreed = common_prefix(previous, hypothesis) - self.hold
         done = len(self.committed)
         if agreed <= done or common_prefix(self.committed, hypothesis) < done:
             return []
