@@ -143,6 +143,14 @@ def test_local_agreement_commits_what_two_decodes_agree_on():
     assert join(la.committed) == "And so my fellow Americans, ask not what your country can do for you."
 
 
+def test_local_agreement_holds_back_the_last_agreed_words():
+    la = LocalAgreement(hold=1)
+    la.update(W("one two three four"))
+    assert join(la.update(W("one two three four five"))) == "one two three"  # "four" waits for a third decode
+    assert join(la.update(W("one two three four five six"))) == "four"
+    assert la.update(W("one two")) == []
+
+
 def test_local_agreement_finish_when_the_final_decode_disagrees():
     la = LocalAgreement()
     la.update(W("one two three four"))
@@ -260,3 +268,22 @@ def test_every_live_decode_asks_for_the_encoder_pass_without_the_padding():
     partial, final = (session._options(Turn("item_1", 0), final=f) for f in (False, True))
     assert partial.trim_padding and final.trim_padding
     assert partial.beam_size == 1 and final.beam_size is None  # the two kinds of decode, told apart
+
+
+def test_a_turn_hears_the_previous_turn_only_once_that_turn_is_transcribed():
+    """Session._context_of: partial decodes of a turn may run before the previous turn's final decode is done; they
+    then decode alone instead of after an older turn. A turn after a failed one (no context of its own) too."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from engines.live_context import previous_turn
+    from server.realtime.session import Session, Turn
+
+    older = previous_turn(np.ones(16000, dtype=np.float32), "the turn before", 10.0)
+    session = SimpleNamespace(context=older, context_item="item_1")
+    assert Session._context_of(session, Turn(item_id="item_2", start=0, previous_item="item_1")) is older
+    assert Session._context_of(session, Turn(item_id="item_3", start=0, previous_item="item_2")) is None
+    assert Session._context_of(session, Turn(item_id="item_1", start=0, previous_item=None)) is None
+    manual = Turn(item_id="item_2", start=0, previous_item="item_1", live=False)  # a committed buffer: alone
+    assert Session._context_of(session, manual) is None

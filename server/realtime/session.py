@@ -12,8 +12,9 @@ far is decoded greedily, with the words already sent forced as its prefix; words
 decodes agree on are sent as deltas (engines/local_agreement.py). A partial decode starts only when
 nobody waits for the model's pool and it leaves one run slot free, so it never goes ahead of a file
 request or a final decode, and one that arrives while partials run finds a slot.
-When the turn ends, one full decode (beam search, the sent words as prefix) gives the rest; it hears the
-previous turn first, that turn's text forced before the sent words (engines/live_context.py).
+When the turn ends, one full decode (beam search, the sent words as prefix) gives the rest. Partial and final
+decodes hear the previous turn first, that turn's text forced before the sent words (engines/live_context.py),
+once that turn is transcribed.
 
 That final decode starts early: once the speaker has been silent for `realtime.early_final_ms`
 (before `silence_duration_ms` confirms the end of the turn), the turn so far is decoded as the final
@@ -140,6 +141,7 @@ class Turn:
     live: bool = True  # server VAD turn: partial decodes allowed
     speech_end: int | None = None  # server VAD: where the silence that ended the turn began
     early: EarlyFinal | None = None
+    previous_item: str | None = None  # the item committed before this turn began: its context, once transcribed
 
 
 class AudioBuffer:
@@ -205,7 +207,8 @@ class Session:
         self.finals: deque[Turn] = deque()
         self.last_item: str | None = None
         self.history: deque[str] = deque(maxlen=16)  # the last completed transcripts: the next turns' context
-        self.context: TurnContext | None = None  # the last server-VAD turn, heard before the next one's final decode
+        self.context: TurnContext | None = None  # the last server-VAD turn, heard before the next one's decodes
+        self.context_item: str | None = None  # the item `context` is the audio and text of
         self.wake = asyncio.Event()  # new audio in a turn being spoken
         self.finals_ready = asyncio.Event()
         self.send_lock = asyncio.Lock()
@@ -342,7 +345,7 @@ class Session:
             self.buffer.drop_until(self.buffer.end - keep)
 
     async def speech_started(self, sample: int) -> None:
-        self.current = Turn(item_id=new_id("item"), start=sample)
+        self.current = Turn(item_id=new_id("item"), start=sample, previous_item=self.last_item)
         await self.send(event("input_audio_buffer.speech_started", audio_start_ms=sample // MS,
                               item_id=self.current.item_id))
 
@@ -474,7 +477,7 @@ class Session:
         turn.partial_at = length
         samples = self.buffer.take(turn.start, turn.start + length)
         try:
-            transcript = await self._decode(self.config.model, samples, self._options(turn, final=False))
+            _, words = await self._decode_in_context(turn, samples, self._options(turn, final=False))
         except (APIError, EngineError) as exc:  # a refused or failed partial: the final decode will tell
             log.debug("partial decode skipped: %s", exc)
             return
@@ -483,7 +486,7 @@ class Session:
             return
         if turn.final_started:  # too late: the final decode already took the words sent so far
             return
-        new = turn.agreement.update(words_of(transcript))
+        new = turn.agreement.update(words)
         if new:
             await self.delta(turn, new)
 
@@ -535,11 +538,22 @@ class Session:
             transcript.audio, duration=seconds, speech_duration=seconds)), words
 
     async def _decode_final(self, turn: Turn, samples: np.ndarray) -> tuple[Transcript, list[Word]]:
-        """A final decode of the turn's `samples`: its transcript and the turn's words. A server-VAD turn is
-        decoded after the previous one's audio and forced text when they fit (engines/live_context.py); the words
-        are then those after that text, and `usage` counts the turn's own audio."""
-        options = self._options(turn, final=True)
-        context = self.context if turn.live else None
+        return await self._decode_in_context(turn, samples, self._options(turn, final=True))
+
+    def _context_of(self, turn: Turn) -> TurnContext | None:
+        """The previous turn's audio and text, for a server-VAD turn whose previous turn is transcribed (a partial
+        decode may run before it is; a turn after a failed one has none)."""
+        if not turn.live or turn.previous_item is None or turn.previous_item != self.context_item:
+            return None
+        return self.context
+
+    async def _decode_in_context(self, turn: Turn, samples: np.ndarray,
+                                 options: TranscribeOptions) -> tuple[Transcript, list[Word]]:
+        """A decode of the turn's `samples`: its transcript and the turn's words. A server-VAD turn is decoded
+        after the previous one's audio and forced text when they fit (engines/live_context.py); the words are then
+        those after that text, and `usage` counts the turn's own audio. Partial and final decodes alike: a partial
+        decode without the context sent words ("8 of spades") that the final decode in context writes otherwise."""
+        context = self._context_of(turn)
         audio, prefix, used = in_context(context, samples, options.prefix)
         if not used:
             transcript = await self._decode(self.config.model, samples, options)
@@ -597,6 +611,7 @@ class Session:
         self.history.append(join(words))
         self.context = (previous_turn(turn.samples, join(words), self.settings.realtime.context_audio_seconds)
                         if turn.live else None)
+        self.context_item = turn.item_id
         fields = {"item_id": turn.item_id, "content_index": 0, "transcript": join(words),
                   "usage": usage_for(capabilities_of(model), transcript)}
         if self.config.include_logprobs:
