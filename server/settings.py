@@ -89,8 +89,9 @@ class RealtimeSettings(BaseModel):
         "not sent again; 0 = each turn decoded alone; engines/live_context.py)."
     )
     early_final_ms: int = Field(
-        200, ge=0, description="Start a turn's final decode once the speaker has been silent this long, before "
-        "silence_duration_ms confirms the turn's end (kept if no speech comes back; 0 = start it at speech_stopped)."
+        0, ge=0, description="Start a turn's final decode once the speaker has been silent this long, before "
+        "silence_duration_ms confirms the turn's end (kept if no speech comes back; 0 = start it at speech_stopped: "
+        "off by default, since the shorter audio cost words, docs/realtime.md)."
     )
     max_buffer_seconds: float = Field(
         300.0, gt=0, description="Most uncommitted audio a realtime session holds: a longer server-VAD turn is cut "

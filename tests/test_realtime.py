@@ -274,11 +274,22 @@ def early_finals(srv: Server) -> dict[str, float]:
     return {m[1]: float(m[2]) for m in re.finditer(r'oyez_realtime_early_finals_total\{outcome="(\w+)"\} (\S+)', text)}
 
 
-def test_the_final_decode_starts_in_the_silence_and_is_kept_only_if_speech_does_not_come_back(rt):
+@pytest.fixture(scope="module")
+def rt_early(tmp_path_factory):
+    """A server whose final decodes start 200 ms into a silence (OYEZ_REALTIME_EARLY_FINAL_MS; off by default)."""
+    log = tmp_path_factory.mktemp("realtime_early") / "server.log"
+    with running_server({"OYEZ_PRELOAD": '["whisper-1"]', "OYEZ_DEFAULT_WEIGHTS": "tiny.en", "OYEZ_API_KEYS": KEY,
+                         "OYEZ_REALTIME_EARLY_FINAL_MS": "200"}, log) as srv:
+        srv.ws = srv.url.replace("http://", "ws://") + "/v1/realtime?intent=transcription"
+        yield srv
+
+
+def test_the_final_decode_starts_in_the_silence_and_is_kept_only_if_speech_does_not_come_back(rt_early):
     """One turn: JFK, a 2 s pause (with JFK's own trailing silence still shorter than silence_duration_ms:
     the turn goes on), the Librivox sentence, then silence. The silences are sent at real-time pace and are
     long enough for a partial decode under way to end, so the early final decode starts in each: the first
     is superseded by speech, the second becomes the turn's final decode."""
+    rt = rt_early
     before = early_finals(rt)
     first, second = read_wav(JFK), read_wav(LIBRIVOX)
     with SdkSession(rt) as s:
