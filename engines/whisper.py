@@ -51,6 +51,7 @@ COVERAGE_VAD = VadOptions(threshold=0.5, min_speech_duration_ms=250, min_silence
 TOKEN_BUDGET_BASE = 16
 WINDOW_SECONDS = 30.0  # one Whisper window
 MAX_PROMPT_TOKENS = 228  # faster-whisper keeps the last 223 tokens of the prompt, after up to 5 special tokens
+PROMPT_SPECIAL_TOKENS = 6  # at most: previous-text marker, start, language, task, no-timestamps or timestamp-begin
 MAX_WORDS_PER_SECOND = 20.0  # fast speech is 4-6; Whisper's own timestamps of a real segment stay well under this
 
 
@@ -287,29 +288,39 @@ class FasterWhisperEngine:
             return transcribe_batched(model, samples, batch_size=self.batch_size, temperatures=temperatures,
                                       vad=vad_options, **common)
         # The budget needs the sequential decoder's fallback ladder (engines/whisper_model.py), so the batched one has none.
+        one_decode = options.without_timestamps and len(samples) <= WINDOW_SECONDS * SAMPLE_RATE
         segments, info = model.transcribe(samples, temperature=temperatures, vad_filter=vad is not None,
                                           vad_parameters=vad_options,
-                                          max_new_tokens=self.token_budget(len(samples) / SAMPLE_RATE, options.prefix),
+                                          max_new_tokens=self.token_budget(len(samples) / SAMPLE_RATE, options.prefix,
+                                                                           prompt=prompt, one_decode=one_decode),
                                           **common)
-        if options.without_timestamps and len(samples) <= WINDOW_SECONDS * SAMPLE_RATE:
+        if one_decode:
             # Without timestamp tokens one decode covers the window. With word timestamps (logprobs) faster-whisper
             # would then seek back to the last word's end and decode the rest again: on the trailing silence of a
             # live turn that gave "Thank you. Thank you." So the window's first decode is all.
             segments = itertools.islice(segments, 1)
         return segments, info
 
-    def token_budget(self, seconds: float, prefix: str | None = None) -> int | None:
+    def token_budget(self, seconds: float, prefix: str | None = None, prompt: str | None = None,
+                     one_decode: bool = False) -> int | None:
         """The most new tokens a decode of `seconds` of audio may generate, or None for Whisper's own limit.
 
         Fast speech is about 8 text tokens a second, plus two timestamp tokens per segment. A decode that uses
         the whole budget counts as failed and the next temperature is tried (engines/whisper_model.py). Windows
         long enough to need about as much as Whisper's own limit, and decodes whose forced prefix leaves too
-        little room beside the longest prompt, keep that limit. Applies to sequential decodes only.
+        little room beside the prompt, keep that limit. The prompt is the longest one faster-whisper may build
+        (the text of the window before), or with `one_decode` (a window decoded once, without timestamps) the
+        request's own `prompt`: a live turn decoded after the previous one (engines/live_context.py) is 10-20 s of
+        audio and its budget fits beside a short prompt. Applies to sequential decodes only.
         """
         if self.token_budget_per_second <= 0:
             return None
         budget = TOKEN_BUDGET_BASE + math.ceil(self.token_budget_per_second * min(seconds, 30.0))
-        room = 448 - MAX_PROMPT_TOKENS - (len(self._encode(" " + prefix.strip())) if prefix else 0)
+        if one_decode:
+            used = PROMPT_SPECIAL_TOKENS + (min(len(self._encode(" " + prompt.strip())), 223) if prompt else 0)
+        else:
+            used = MAX_PROMPT_TOKENS
+        room = 448 - used - (len(self._encode(" " + prefix.strip())) if prefix else 0)
         return budget if budget < room else None
 
     def _windowed(self, model, audio: Audio, windows, first, options, recorder, progress) -> Iterator[Segment]:

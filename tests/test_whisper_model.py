@@ -260,6 +260,11 @@ def test_the_token_budget_grows_with_the_audio_and_leaves_long_windows_whisper_s
     room = 448 - MAX_PROMPT_TOKENS
     prefix = " ".join(["word"] * 150)
     assert engine.token_budget(3.0, prefix) is None  # a forced prefix takes its room
+    # One decode without timestamps (a live turn after the previous one): only the request's prompt takes room.
+    context = " ".join(["word"] * 40)
+    assert engine.token_budget(10.5, context, one_decode=True) == TOKEN_BUDGET_BASE + 210
+    assert engine.token_budget(10.5, context, prompt=" ".join(["word"] * 200), one_decode=True) is None
+    assert engine.token_budget(25.0, context, one_decode=True) is None  # 516 tokens: Whisper's limit is less
     monkeypatch.setattr(engine, "token_budget_per_second", 0.0)
     assert engine.token_budget(0.8) is None
     assert room > TOKEN_BUDGET_BASE + 60
