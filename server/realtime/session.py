@@ -16,7 +16,8 @@ When the turn ends, one full decode (beam search, the sent words as prefix) give
 decodes hear the previous turn first, that turn's text forced before the sent words (engines/live_context.py),
 once that turn is transcribed.
 
-That final decode starts early: once the speaker has been silent for `realtime.early_final_ms`
+With `realtime.early_final_ms` set (off by default: its shorter audio cost words), that final decode
+starts early: once the speaker has been silent for `realtime.early_final_ms`
 (before `silence_duration_ms` confirms the end of the turn), the turn so far is decoded as the final
 would be. If no speech comes back before the turn stops, that decode is the final one, already under
 way (only trailing silence separates its audio from the committed turn's); if speech comes back, it
