@@ -139,6 +139,10 @@ class DiarizerConfig(BaseModel):
         0.4, ge=0, le=1, description="Cosine below which two stretches of one chunk's local speaker are split as "
         "two voices (embedded pipeline; 0 = never split)."
     )
+    embedding_exclude_overlap: bool = Field(
+        False, description="Embed each local speaker from the frames where it talks alone (when they are at least "
+        "half of its frames in the chunk), as pyannote's speaker-diarization-3.1 does; else from all its frames.",
+    )
     edge_extension_s: float = Field(
         0.5, ge=0, description="How far a speaker turn may grow over adjoining sound: 10 dB over the floor, or 4 robust "
         "sigmas over the background where nobody speaks (engines/diarization/turn_edges.py; 0 = off)."

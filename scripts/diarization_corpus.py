@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import platform
+import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -159,8 +160,13 @@ def configure(diarizer, config) -> None:
     """Swap the diarizer's settings and clustering step in place (segmentation and embeddings stay cached)."""
     from engines.diarization.pipeline import make_clustering
 
+    if config.segmentation_step != diarizer.pipeline.segmentation_step:
+        sys.exit("segmentation_step is fixed when the pipeline is built: set OYEZ_DIARIZATION__SEGMENTATION_STEP")
     diarizer.config = config
     diarizer.pipeline.clustering = make_clustering(config)
+    # Read when embedding, so they take effect (the cache's tag names them: a grid must not change them).
+    diarizer.pipeline.embedding_exclude_overlap = config.embedding_exclude_overlap
+    diarizer.pipeline.voice_split_threshold = config.voice_split_threshold or None
 
 
 def user_segments(engine, audio) -> Annotation:
@@ -200,7 +206,8 @@ def corpus_eval(args, settings, registry) -> None:
             if per_set[item.set] <= args.limit:
                 kept.append(item)
         items = kept
-    cache = Cache(args.cache, diarizer.pipeline, f"s{config.segmentation_step}-v{config.voice_split_threshold}")
+    cache = Cache(args.cache, diarizer.pipeline, f"s{config.segmentation_step}-v{config.voice_split_threshold}"
+                  + ("-x" if config.embedding_exclude_overlap else ""))
     if args.grid is not None:
         grid(diarizer, config, items, cache, json.loads(args.grid.read_text()))
         return
@@ -324,6 +331,9 @@ def print_tables(sets: dict[str, list[dict]]) -> None:
 
 def grid(diarizer, base, items: list[Item], cache: Cache, overrides: list[dict]) -> None:
     """One summary line per (configuration, set): count right, mean |found - true|, mean DERs."""
+    fixed = {"embedding_exclude_overlap", "voice_split_threshold", "segmentation_step"}
+    if any(fixed & set(override) for override in overrides):
+        sys.exit(f"{', '.join(sorted(fixed))} change what the cache holds: give them with --config, not in --grid")
     audio = {item.name: decode_audio(str(item.wav)).samples for item in items}
     if os.environ.get("OYEZ_EVAL_CACHED_ONLY"):  # score only what the cache already holds (while it fills)
         items = [item for item in items if cache.prepare(item, audio[item.name])]

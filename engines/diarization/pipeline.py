@@ -377,6 +377,7 @@ class PyannoteDiarizer:
                 plda=_NoPLDA(),
                 clustering="AgglomerativeClustering",
                 voice_split_threshold=config.voice_split_threshold or None,
+                embedding_exclude_overlap=config.embedding_exclude_overlap,
                 embedding_batch_size=32,
                 segmentation_batch_size=32,
             )
