@@ -150,6 +150,16 @@ class DiarizerConfig(BaseModel):
     match_threshold: float = Field(
         0.5, description="Cosine similarity a voice needs with a known speaker's reference to get that name."
     )
+    turn_naming_min_s: float = Field(
+        0.3, ge=0, description="With known speakers, each turn of a named cluster at least this long (seconds) is "
+        "embedded on its own and takes the name its voice is closest to when that is another known speaker (a cluster "
+        "holding two enrolled voices); 0 = cluster names only. Chosen on the simulated tuning half "
+        "(docs/diarization-evaluation.md, round 4).",
+    )
+    turn_naming_margin: float = Field(
+        0.0, description="How much closer (cosine) a turn must be to another known speaker than to its cluster's name "
+        "to take that name.",
+    )
     match_floor: float = Field(
         0.3, description="Names no voice reached at match_threshold are paired one to one with the voices still "
         "unnamed; a pair this similar (cosine) keeps the name (engines/diarization/speakers.py; 1 = off)."

@@ -22,7 +22,7 @@ pytest.importorskip("pyannote.audio")
 from pyannote.metrics.diarization import DiarizationErrorRate  # noqa: E402
 
 from engines.audio import decode_audio  # noqa: E402
-from engines.diarization.speakers import match_known_speakers  # noqa: E402
+from engines.diarization.speakers import name_speakers  # noqa: E402
 from tests.diarization_scoring import attribution, hypothesis, read_rttm  # noqa: E402
 from tests.helpers import DATA, shared  # noqa: E402
 
@@ -83,9 +83,13 @@ def test_known_speakers_carry_their_names(diarize, diarizer, settings, name, enr
     result = diarize(wav)
     references = {speaker: diarizer.embed(decode_audio(str(shared(f"{MIXES}/refs/{speaker}_ref1.flac"))).samples)
                   for speaker in enrolled}
-    names = match_known_speakers(result.centroids, references, settings.diarization.match_threshold,
-                                 floor=settings.diarization.match_floor)
-    share, stolen = attribution(read_rttm(rttm), hypothesis(result.turns, names), enrolled)
+    samples = decode_audio(str(wav)).samples
+    config = settings.diarization
+    turns, names = name_speakers(result.turns, result.centroids, references,
+                                 lambda turn: diarizer.embed_span(samples, turn.start, turn.end),
+                                 config.match_threshold, floor=config.match_floor,
+                                 turn_min_s=config.turn_naming_min_s, turn_margin=config.turn_naming_margin)
+    share, stolen = attribution(read_rttm(rttm), hypothesis(turns, names), enrolled)
     assert share >= 0.95, f"{name} {enrolled}: {share:.1%} of enrolled speech named right"
     assert stolen == 0.0
 

@@ -10,7 +10,9 @@ import pytest
 pytest.importorskip("scipy")
 
 from engines.diarization.transcriber import fit_to_turns, split_by_speaker  # noqa: E402
-from engines.diarization.speakers import SpeakerLabeler, SpeakerTimeline, SpeakerTurn, match_known_speakers, speaker_at  # noqa: E402
+from engines.diarization.speakers import (  # noqa: E402
+    SpeakerLabeler, SpeakerTimeline, SpeakerTurn, match_known_speakers, name_speakers, name_turns, speaker_at,
+)
 from engines.types import Segment, Word  # noqa: E402
 
 
@@ -55,6 +57,43 @@ def test_a_name_below_the_threshold_goes_to_its_best_unnamed_voice_above_the_flo
     guest = {"c0": _unit(0.0), "c1": _unit(2.0)}
     assert match_known_speakers(guest, {"alice": _unit(0.0)[None], "dave": _unit(0.5)[None]},
                                 threshold=0.9, floor=0.3) == {"c0": "alice"}
+
+
+def test_a_turn_of_another_known_voice_inside_a_named_cluster_takes_that_name():
+    # c0 is mostly alice; its second turn is bob's voice (the clustering put both in one cluster); c1 is unnamed.
+    turns = [SpeakerTurn(0.0, 2.0, "c0"), SpeakerTurn(2.5, 4.0, "c0"), SpeakerTurn(4.5, 6.0, "c1"),
+             SpeakerTurn(6.5, 6.7, "c0")]
+    references = {"alice": _unit(0.0)[None], "bob": _unit(1.0)[None]}
+    known = {"c0": "alice"}
+    vectors = {0: _unit(0.1), 1: _unit(0.9), 2: _unit(1.0)}
+    out, names = name_turns(turns, vectors, known, references)
+    assert [t.speaker for t in out] == ["c0", "known:bob", "c1", "c0"]  # c1 unnamed: left alone; turn 3 not embedded
+    assert names == {"c0": "alice", "known:bob": "bob"}
+    assert known == {"c0": "alice"}  # the caller's map is not changed
+    # When a cluster already carries the name, the turn joins it; a margin keeps a near tie where it was.
+    out, names = name_turns(turns, vectors, {"c0": "alice", "c1": "bob"}, references)
+    assert [t.speaker for t in out] == ["c0", "c1", "c1", "c0"] and names == {"c0": "alice", "c1": "bob"}
+    tie = {1: _unit(0.55)}  # 0.45 rad from bob, 0.55 from alice: closer to bob by under 0.1 in cosine
+    assert name_turns(turns, tie, known, references, margin=0.1)[0] == turns
+    assert name_turns(turns, tie, known, references, margin=0.0)[0][1].speaker == "known:bob"
+
+
+def test_name_speakers_embeds_only_long_enough_turns_of_named_clusters():
+    turns = [SpeakerTurn(0.0, 2.0, "c0"), SpeakerTurn(2.5, 2.7, "c0"), SpeakerTurn(3.0, 5.0, "c1")]
+    centroids = {"c0": _unit(0.0), "c1": _unit(2.5)}
+    references = {"alice": _unit(0.0)[None], "bob": _unit(1.0)[None]}
+    asked = []
+
+    def embed(turn):
+        asked.append(turn.start)
+        return _unit(1.0)
+
+    out, names = name_speakers(turns, centroids, references, embed, threshold=0.9, turn_min_s=0.3)
+    assert asked == [0.0]  # the 0.2 s turn is too short; c1 has no name to check
+    assert [t.speaker for t in out] == ["known:bob", "c0", "c1"]
+    asked.clear()
+    out, names = name_speakers(turns, centroids, references, embed, threshold=0.9, turn_min_s=0.0)
+    assert asked == [] and out == turns and names == {"c0": "alice"}
 
 
 def test_labeler_orders_letters_by_first_appearance_and_skips_known_names():

@@ -459,6 +459,13 @@ class PyannoteDiarizer:
                     centroids[str(label)] = np.asarray(vector, dtype=np.float64)
         return Diarization(turns=turns, regions=regions, centroids=centroids, seconds=time.monotonic() - started)
 
+    def embed_span(self, samples: np.ndarray, start: float, end: float) -> np.ndarray | None:
+        """The embedding of samples[start:end] (seconds), or None when it holds no speech to embed."""
+        try:
+            return self.embed(samples[int(start * SAMPLE_RATE):int(end * SAMPLE_RATE)])
+        except ValueError:
+            return None
+
     def embed(self, samples: np.ndarray) -> np.ndarray:
         """One normalised speaker embedding for a whole clip (a known speaker's reference)."""
         waveform = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))[None, None]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import bisect
 import string
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,6 +70,75 @@ def match_known_speakers(
     if floor is not None:
         known.update(_pair_the_rest(labels, names, c, r, known, floor))
     return known
+
+
+def name_speakers(
+    turns: list[SpeakerTurn],
+    centroids: dict[str, np.ndarray],
+    references: dict[str, np.ndarray],
+    embed_turn: Callable[[SpeakerTurn], np.ndarray | None],
+    threshold: float,
+    floor: float | None = None,
+    turn_min_s: float = 0.0,
+    turn_margin: float = 0.0,
+) -> tuple[list[SpeakerTurn], dict[str, str]]:
+    """Known names for a diarization: clusters matched to references, then (with `turn_min_s` > 0) each
+    named cluster's turns of at least that length checked on their own (`name_turns`).
+
+    Returns the turns (some relabelled) and the internal label -> name map to label them with.
+    """
+    known = match_known_speakers(centroids, references, threshold, floor=floor)
+    if not turn_min_s or not known or len(references) < 2:
+        return turns, known
+    vectors = {}
+    for i, turn in enumerate(turns):
+        if turn.speaker in known and turn.end - turn.start >= turn_min_s:
+            vector = embed_turn(turn)
+            if vector is not None:
+                vectors[i] = vector
+    return name_turns(turns, vectors, known, references, turn_margin)
+
+
+def name_turns(
+    turns: list[SpeakerTurn],
+    vectors: dict[int, np.ndarray],
+    known: dict[str, str],
+    references: dict[str, np.ndarray],
+    margin: float = 0.0,
+) -> tuple[list[SpeakerTurn], dict[str, str]]:
+    """Give a named cluster's turn the name its own voice is closest to, when that is another known speaker.
+
+    `vectors[i]` is an embedding of `turns[i]` alone (turns without one keep their cluster's name).
+    A cluster that holds two enrolled voices names all of its turns after one of them; the turn's
+    own embedding tells them apart far more often than not (docs/diarization-evaluation.md, round 4).
+    A turn whose closest reference beats its cluster's name by more than `margin` moves to a cluster
+    that already carries that name, or to a new internal label `known:<name>` when none does.
+    Unnamed clusters are left alone: their turns are voices no reference matched.
+    """
+    if not vectors or not known or len(references) < 2:
+        return turns, known
+    names = list(references)
+    r = normalize(np.stack([normalize(references[name]).mean(axis=0) for name in names]))
+    label_of = {}
+    for label, name in known.items():
+        label_of.setdefault(name, label)
+    known = dict(known)
+    out = list(turns)
+    for i, vector in vectors.items():
+        turn = turns[i]
+        name = known.get(turn.speaker)
+        if name is None or name not in references:
+            continue
+        similarity = normalize(vector)[0] @ r.T
+        best = int(np.argmax(similarity))
+        if names[best] == name or similarity[best] - similarity[names.index(name)] <= margin:
+            continue
+        target = label_of.get(names[best])
+        if target is None:
+            target = label_of[names[best]] = f"known:{names[best]}"
+            known[target] = names[best]
+        out[i] = SpeakerTurn(turn.start, turn.end, target)
+    return out, known
 
 
 def _pair_the_rest(labels: list[str], names: list[str], c: np.ndarray, r: np.ndarray,

@@ -12,7 +12,8 @@ from dataclasses import replace
 from typing import Iterable, Iterator
 
 from engines.audio import Audio
-from engines.diarization.speakers import SpeakerLabeler, SpeakerTimeline, SpeakerTurn, match_known_speakers
+from engines.config import DiarizerConfig
+from engines.diarization.speakers import SpeakerLabeler, SpeakerTimeline, SpeakerTurn, name_speakers
 from engines.types import Segment, TranscribeOptions, TranscriptionStream, Word
 
 log = logging.getLogger("oyez.diarize")
@@ -26,11 +27,10 @@ MAX_EDGE_EXTENSION_S = 1.0
 class DiarizingTranscriber:
     """Combines a speech engine (faster-whisper) with a diarizer (pyannote)."""
 
-    def __init__(self, asr, diarizer, match_threshold: float, match_floor: float | None = None):
+    def __init__(self, asr, diarizer, config: DiarizerConfig):
         self.asr = asr
         self.diarizer = diarizer
-        self.match_threshold = match_threshold
-        self.match_floor = match_floor
+        self.config = config
 
     def check(self, options: TranscribeOptions) -> None:
         self.asr.check(options)
@@ -47,15 +47,21 @@ class DiarizingTranscriber:
         diarization = self.diarizer.diarize(audio.samples, num_speakers=options.num_speakers,
                                             min_speakers=options.min_speakers, max_speakers=options.max_speakers)
         references = {k.name: self.diarizer.embed(k.samples) for k in options.known_speakers}
-        known = match_known_speakers(diarization.centroids, references, self.match_threshold, floor=self.match_floor)
+        turns, known = name_speakers(
+            diarization.turns, diarization.centroids, references,
+            lambda turn: self.diarizer.embed_span(audio.samples, turn.start, turn.end),
+            self.config.match_threshold, floor=self.config.match_floor,
+            turn_min_s=self.config.turn_naming_min_s, turn_margin=self.config.turn_naming_margin,
+        )
         log.info(
-            "diarized %.1fs in %.2fs: %d speakers, %d turns, known %s",
+            "diarized %.1fs in %.2fs: %d speakers, %d turns, known %s, %d turns named on their own",
             audio.duration, diarization.seconds, len(diarization.speakers), len(diarization.turns),
             {name: label for label, name in known.items()} or "none",
+            sum(a.speaker != b.speaker for a, b in zip(turns, diarization.turns)),
         )
         inner = self.asr.transcribe(audio, replace(options, word_timestamps=True))
         # relabelled, not rebuilt: long audio updates the inner stream's usage window by window.
-        return inner.relabelled(split_by_speaker(inner, diarization.turns, SpeakerLabeler(known)))
+        return inner.relabelled(split_by_speaker(inner, turns, SpeakerLabeler(known)))
 
 
 def split_by_speaker(
