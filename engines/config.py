@@ -150,6 +150,15 @@ class DiarizerConfig(BaseModel):
     match_threshold: float = Field(
         0.5, description="Cosine similarity a voice needs with a known speaker's reference to get that name."
     )
+    turn_reassign_min_s: float = Field(
+        0.3, ge=0, description="Each exclusive turn at least this long (seconds) gets an embedding of its own (pooled "
+        "from CAM++'s frames, as the window embeddings are) and moves to the cluster whose centroid it is closest to; "
+        "0 = turns keep the label of the windows they were cut from. Chosen on the simulated tuning half "
+        "(docs/diarization-evaluation.md, round 4).",
+    )
+    turn_reassign_margin: float = Field(
+        0.0, ge=0, description="How much closer (cosine) a turn must be to another cluster's centroid than to its own to move.",
+    )
     turn_naming_min_s: float = Field(
         0.3, ge=0, description="With known speakers, each turn of a named cluster at least this long (seconds) is "
         "embedded on its own and takes the name its voice is closest to when that is another known speaker (a cluster "

@@ -11,7 +11,8 @@ pytest.importorskip("scipy")
 
 from engines.diarization.transcriber import fit_to_turns, split_by_speaker  # noqa: E402
 from engines.diarization.speakers import (  # noqa: E402
-    SpeakerLabeler, SpeakerTimeline, SpeakerTurn, match_known_speakers, name_speakers, name_turns, speaker_at,
+    SpeakerLabeler, SpeakerTimeline, SpeakerTurn, match_known_speakers, name_speakers, name_turns, reassign_turns,
+    speaker_at,
 )
 from engines.types import Segment, Word  # noqa: E402
 
@@ -57,6 +58,20 @@ def test_a_name_below_the_threshold_goes_to_its_best_unnamed_voice_above_the_flo
     guest = {"c0": _unit(0.0), "c1": _unit(2.0)}
     assert match_known_speakers(guest, {"alice": _unit(0.0)[None], "dave": _unit(0.5)[None]},
                                 threshold=0.9, floor=0.3) == {"c0": "alice"}
+
+
+def test_a_turn_moves_to_the_cluster_its_own_voice_is_closest_to():
+    turns = [SpeakerTurn(0.0, 2.0, "c0"), SpeakerTurn(2.5, 4.0, "c0"), SpeakerTurn(4.5, 6.0, "c0"),
+             SpeakerTurn(6.5, 6.7, "c1")]
+    centroids = {"c0": _unit(0.0), "c1": _unit(1.0), "c2": np.full(3, np.nan)}  # c2: no usable centroid
+    vectors = [_unit(0.1), _unit(0.9), _unit(0.6), None]
+    out = reassign_turns(turns, vectors, centroids)
+    # Turn 1 sounds like c1 (cosine 0.99 against 0.62), turn 2 a little more like c1 (0.92 against 0.83);
+    # turn 3 has no embedding of its own and keeps its label.
+    assert [t.speaker for t in out] == ["c0", "c1", "c1", "c1"]
+    assert [(t.start, t.end) for t in out] == [(t.start, t.end) for t in turns]
+    assert [t.speaker for t in reassign_turns(turns, vectors, centroids, margin=0.2)] == ["c0", "c1", "c0", "c1"]
+    assert reassign_turns(turns, vectors, {"c0": _unit(0.0)}) == turns  # one cluster: nowhere to move
 
 
 def test_a_turn_of_another_known_voice_inside_a_named_cluster_takes_that_name():

@@ -47,7 +47,7 @@ from engines.diarization.segmentation import share_first_layer  # noqa: E402
 from engines.errors import ModelUnavailableError  # noqa: E402
 from engines.longform import release_freed_memory  # noqa: E402
 from engines.parallelism import available_cores  # noqa: E402
-from engines.diarization.speakers import SpeakerTurn, normalize  # noqa: E402
+from engines.diarization.speakers import SpeakerTurn, normalize, reassign_turns  # noqa: E402
 from engines.diarization.turn_edges import extend_turn_edges, loud_frames, runs  # noqa: E402
 from engines.config import DiarizerConfig  # noqa: E402
 from engines.types import SAMPLE_RATE  # noqa: E402
@@ -457,7 +457,39 @@ class PyannoteDiarizer:
             for label, vector in zip(output.speaker_diarization.labels(), embeddings):
                 if np.all(np.isfinite(vector)) and np.any(vector):
                     centroids[str(label)] = np.asarray(vector, dtype=np.float64)
+        if self.config.turn_reassign_min_s > 0 and len(centroids) >= 2:
+            vectors = self.turn_vectors(samples, turns, self.config.turn_reassign_min_s)
+            turns = reassign_turns(turns, vectors, centroids, self.config.turn_reassign_margin)
         return Diarization(turns=turns, regions=regions, centroids=centroids, seconds=time.monotonic() - started)
+
+    def turn_vectors(self, samples: np.ndarray, turns: list[SpeakerTurn], min_s: float) -> list[np.ndarray | None]:
+        """Each turn's own embedding (None under `min_s` or too little audio), for turns sorted by start.
+
+        Pooled from one CAM++ trunk pass over the recording, as the pipeline pools its chunk embeddings
+        (`_BlockFeatures`), so they compare with the clusters' centroids; embedding every turn as a clip of
+        its own cost about 60% more diarization time and moved the same turns (docs/diarization-evaluation.md,
+        round 4). Known speakers compare turns embedded as clips (`embed_span`), as their references are.
+        """
+        if self.config.pipeline is not None:  # a Hub pipeline's own embedding model: one clip per turn
+            return [self.embed_span(samples, t.start, t.end) if t.end - t.start >= min_s else None for t in turns]
+        model: CamppEmbedding = self.pipeline._embedding.model_
+        out: list[np.ndarray | None] = []
+        with self._lock, torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self._pace()
+            features = _BlockFeatures(model, torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32)))
+            for turn in turns:
+                count = round((turn.end - turn.start) * FRAME_RATE)
+                if turn.end - turn.start < min_s or count < MIN_POOL_FRAMES:
+                    out.append(None)
+                    continue
+                frames, valid = features.slice(round(turn.start * FRAME_RATE), count)
+                if valid < MIN_POOL_FRAMES:
+                    out.append(None)
+                    continue
+                vector = model.network.pooled_embedding(frames[:, :valid], torch.ones(valid, device=frames.device))
+                out.append(normalize(vector.cpu().numpy())[0])
+        return out
 
     def embed_span(self, samples: np.ndarray, start: float, end: float) -> np.ndarray | None:
         """The embedding of samples[start:end] (seconds), or None when it holds no speech to embed."""

@@ -72,6 +72,34 @@ def match_known_speakers(
     return known
 
 
+def reassign_turns(
+    turns: list[SpeakerTurn],
+    vectors: list[np.ndarray | None],
+    centroids: dict[str, np.ndarray],
+    margin: float = 0.0,
+) -> list[SpeakerTurn]:
+    """Move each turn to the cluster whose centroid its own embedding is closest to, by more than `margin`.
+
+    The clusters are formed from embeddings of 10 s windows, where one local speaker may carry
+    two voices; the exclusive turns cut from them then inherit a window's label. The turn's own
+    embedding (`vectors[i]`, None to leave the turn as it is) is the better witness
+    (docs/diarization-evaluation.md, round 4).
+    """
+    labels = [label for label in centroids if np.all(np.isfinite(centroids[label]))]
+    if len(labels) < 2:
+        return list(turns)
+    c = normalize(np.stack([centroids[label] for label in labels]))
+    out = []
+    for turn, vector in zip(turns, vectors):
+        if vector is not None and turn.speaker in labels:
+            similarity = c @ normalize(vector)[0]
+            best = int(np.argmax(similarity))
+            if similarity[best] - similarity[labels.index(turn.speaker)] > margin:
+                turn = SpeakerTurn(turn.start, turn.end, labels[best])
+        out.append(turn)
+    return out
+
+
 def name_speakers(
     turns: list[SpeakerTurn],
     centroids: dict[str, np.ndarray],
