@@ -466,8 +466,8 @@ class PyannoteDiarizer:
         """Each turn's own embedding (None under `min_s` or too little audio), for turns sorted by start.
 
         Pooled from one CAM++ trunk pass over the recording, as the pipeline pools its chunk embeddings
-        (`_BlockFeatures`), so they compare with the clusters' centroids; embedding every turn as a clip of
-        its own cost about 60% more diarization time and moved the same turns (docs/diarization-evaluation.md,
+        (`_BlockFeatures`), so they compare with the clusters' centroids. Embedding every turn as a clip of its
+        own cost twice the extra time and scored alike on the tuning half (docs/diarization-evaluation.md,
         round 4). Known speakers compare turns embedded as clips (`embed_span`), as their references are.
         """
         if self.config.pipeline is not None:  # a Hub pipeline's own embedding model: one clip per turn
