@@ -144,10 +144,9 @@ def test_the_server_diarizes_with_it_and_names_a_known_speaker(named):
     assert as_sonja["LS1998"] >= 0.75 * covered["LS1998"], (as_sonja, covered)  # her speech carries her name
 
 
-@pytest.mark.xfail(
-    reason="found with an enrolment clip from outside the mix (issue 18): 5.4 s of the other reader's 11.3 s were "
-           "named sonja too (an earlier run also named his 3.6-5.4 s sonja); the pipeline-directory diarization or "
-           "the naming needs work", strict=False)
 def test_the_other_reader_does_not_get_her_name(named):
+    """Found with an enrolment clip from outside the mix (issue 18): 5.4 s of the other reader's 11.3 s used to be
+    named sonja too. Since each turn moves to the cluster its own voice is closest to (issue 19, round 4), none is
+    (0.0 s of his 13.8 s on 2026-12-07; with OYEZ_DIARIZATION__TURN_REASSIGN_MIN_S=0 the test fails again)."""
     _, covered, as_sonja = named
     assert as_sonja["LS1688"] <= 0.25 * covered["LS1688"], (as_sonja, covered)
