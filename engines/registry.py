@@ -288,7 +288,7 @@ class ModelRegistry:
         from engines.diarization.transcriber import DiarizingTranscriber
 
         diarizer = self.diarizer()
-        return DiarizingTranscriber(self._load_whisper(spec), diarizer, self.diarization)
+        return DiarizingTranscriber(self._load_whisper(spec), diarizer)
 
     def _load_whisper(self, spec: ModelSpec) -> Engine:
         # faster-whisper is imported on first load only

@@ -25,7 +25,6 @@ from pyannote.core import Annotation, Segment, SlidingWindow, SlidingWindowFeatu
 from pyannote.metrics.diarization import DiarizationErrorRate, JaccardErrorRate
 
 from engines.audio import decode_audio
-from engines.diarization.speakers import name_speakers
 from tests.diarization_scoring import hypothesis, read_rttm
 
 HEAVY_OVERLAP = {"trn08", "trn09"}  # 11-13 s of overlapped speech in 30 s
@@ -261,10 +260,7 @@ def corpus_eval(args, settings, registry) -> None:
                 if path not in ref_embeddings:
                     ref_embeddings[path] = diarizer.embed(decode_audio(str(path)).samples)
                 refs[speaker] = ref_embeddings[path][None]
-            turns, names = name_speakers(result.turns, result.centroids, refs,
-                                         lambda turn: diarizer.embed_span(audio.samples, turn.start, turn.end),
-                                         config.match_threshold, floor=config.match_floor,
-                                         turn_min_s=config.turn_naming_min_s, turn_margin=config.turn_naming_margin)
+            turns, names = diarizer.known_speakers(audio.samples, result, refs)
             shares, stolen, wrong = naming(reference, hypothesis(turns, names), enrolled, set(refs))
             row["shares"], row["stolen"], row["wrong"] = shares, stolen, wrong
         sets[item.set].append(row)

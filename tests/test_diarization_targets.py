@@ -22,7 +22,6 @@ pytest.importorskip("pyannote.audio")
 from pyannote.metrics.diarization import DiarizationErrorRate  # noqa: E402
 
 from engines.audio import decode_audio  # noqa: E402
-from engines.diarization.speakers import name_speakers  # noqa: E402
 from tests.diarization_scoring import attribution, hypothesis, read_rttm  # noqa: E402
 from tests.helpers import DATA, shared  # noqa: E402
 
@@ -76,19 +75,14 @@ def test_der_and_speaker_count(diarize, name, bound):
         ("mix_2spk_mf", ["LS1998"]),
     ],
 )
-def test_known_speakers_carry_their_names(diarize, diarizer, settings, name, enrolled):
+def test_known_speakers_carry_their_names(diarize, diarizer, name, enrolled):
     """With one enrolment clip per name (as a request sends them), 95% of each enrolled speaker's time
     carries the right name, and no unenrolled speaker's time ever carries an enrolled name."""
     wav, rttm = _files(name)
     result = diarize(wav)
     references = {speaker: diarizer.embed(decode_audio(str(shared(f"{MIXES}/refs/{speaker}_ref1.flac"))).samples)
                   for speaker in enrolled}
-    samples = decode_audio(str(wav)).samples
-    config = settings.diarization
-    turns, names = name_speakers(result.turns, result.centroids, references,
-                                 lambda turn: diarizer.embed_span(samples, turn.start, turn.end),
-                                 config.match_threshold, floor=config.match_floor,
-                                 turn_min_s=config.turn_naming_min_s, turn_margin=config.turn_naming_margin)
+    turns, names = diarizer.known_speakers(decode_audio(str(wav)).samples, result, references)
     share, stolen = attribution(read_rttm(rttm), hypothesis(turns, names), enrolled)
     assert share >= 0.95, f"{name} {enrolled}: {share:.1%} of enrolled speech named right"
     assert stolen == 0.0

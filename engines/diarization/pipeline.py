@@ -47,7 +47,7 @@ from engines.diarization.segmentation import share_first_layer  # noqa: E402
 from engines.errors import ModelUnavailableError  # noqa: E402
 from engines.longform import release_freed_memory  # noqa: E402
 from engines.parallelism import available_cores  # noqa: E402
-from engines.diarization.speakers import SpeakerTurn, normalize, reassign_turns  # noqa: E402
+from engines.diarization.speakers import SpeakerTurn, name_speakers, normalize, reassign_turns  # noqa: E402
 from engines.diarization.turn_edges import extend_turn_edges, loud_frames, runs  # noqa: E402
 from engines.config import DiarizerConfig  # noqa: E402
 from engines.types import SAMPLE_RATE  # noqa: E402
@@ -490,6 +490,16 @@ class PyannoteDiarizer:
                 vector = model.network.pooled_embedding(frames[:, :valid], torch.ones(valid, device=frames.device))
                 out.append(normalize(vector.cpu().numpy())[0])
         return out
+
+    def known_speakers(self, samples: np.ndarray, diarization: Diarization,
+                       references: dict[str, np.ndarray]) -> tuple[list[SpeakerTurn], dict[str, str]]:
+        """The turns (some relabelled) and internal label -> name map for known speakers' references, with this
+        diarizer's settings (`name_speakers`); turns are embedded as clips, as the references are."""
+        c = self.config
+        return name_speakers(diarization.turns, diarization.centroids, references,
+                             lambda turn: self.embed_span(samples, turn.start, turn.end),
+                             c.match_threshold, floor=c.match_floor,
+                             turn_min_s=c.turn_naming_min_s, turn_margin=c.turn_naming_margin)
 
     def embed_span(self, samples: np.ndarray, start: float, end: float) -> np.ndarray | None:
         """The embedding of samples[start:end] (seconds), or None when it holds no speech to embed."""

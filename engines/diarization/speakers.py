@@ -143,7 +143,7 @@ def name_turns(
     that already carries that name, or to a new internal label `known:<name>` when none does.
     Unnamed clusters are left alone: their turns are voices no reference matched.
     """
-    if not vectors or not known or len(references) < 2:
+    if not vectors:
         return turns, known
     names = list(references)
     r = normalize(np.stack([normalize(references[name]).mean(axis=0) for name in names]))
@@ -155,7 +155,7 @@ def name_turns(
     for i, vector in vectors.items():
         turn = turns[i]
         name = known.get(turn.speaker)
-        if name is None or name not in references:
+        if name is None:
             continue
         similarity = normalize(vector)[0] @ r.T
         best = int(np.argmax(similarity))

@@ -12,8 +12,7 @@ from dataclasses import replace
 from typing import Iterable, Iterator
 
 from engines.audio import Audio
-from engines.config import DiarizerConfig
-from engines.diarization.speakers import SpeakerLabeler, SpeakerTimeline, SpeakerTurn, name_speakers
+from engines.diarization.speakers import SpeakerLabeler, SpeakerTimeline, SpeakerTurn
 from engines.types import Segment, TranscribeOptions, TranscriptionStream, Word
 
 log = logging.getLogger("oyez.diarize")
@@ -27,10 +26,9 @@ MAX_EDGE_EXTENSION_S = 1.0
 class DiarizingTranscriber:
     """Combines a speech engine (faster-whisper) with a diarizer (pyannote)."""
 
-    def __init__(self, asr, diarizer, config: DiarizerConfig):
+    def __init__(self, asr, diarizer):
         self.asr = asr
         self.diarizer = diarizer
-        self.config = config
 
     def check(self, options: TranscribeOptions) -> None:
         self.asr.check(options)
@@ -47,12 +45,7 @@ class DiarizingTranscriber:
         diarization = self.diarizer.diarize(audio.samples, num_speakers=options.num_speakers,
                                             min_speakers=options.min_speakers, max_speakers=options.max_speakers)
         references = {k.name: self.diarizer.embed(k.samples) for k in options.known_speakers}
-        turns, known = name_speakers(
-            diarization.turns, diarization.centroids, references,
-            lambda turn: self.diarizer.embed_span(audio.samples, turn.start, turn.end),
-            self.config.match_threshold, floor=self.config.match_floor,
-            turn_min_s=self.config.turn_naming_min_s, turn_margin=self.config.turn_naming_margin,
-        )
+        turns, known = self.diarizer.known_speakers(audio.samples, diarization, references)
         log.info(
             "diarized %.1fs in %.2fs: %d speakers, %d turns, known %s, %d turns named on their own",
             audio.duration, diarization.seconds, len(diarization.speakers), len(diarization.turns),
