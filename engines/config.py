@@ -157,8 +157,16 @@ class DiarizerConfig(BaseModel):
         "(docs/diarization-evaluation.md, round 4).",
     )
     turn_reassign_margin: float = Field(
-        0.0, ge=0, description="How much closer (cosine) a turn must be to another cluster's centroid than to its own to move.",
+        0.0, ge=0, description="How much closer (cosine) a turn, or a window of one (turn_split_window_s), must be to "
+        "another cluster's centroid than to its own to move.",
     )
+    turn_split_window_s: float = Field(
+        1.5, ge=0, description="Each exclusive turn at least this long (seconds) is also embedded in windows of this "
+        "length every turn_split_hop_s (pooled as the turns are), and the stretches whose windows are closest to another "
+        "cluster's centroid move to that cluster: a change of speaker the turn missed; 0 = off. Chosen on the simulated "
+        "tuning halves (docs/diarization-evaluation.md, round 5).",
+    )
+    turn_split_hop_s: float = Field(0.5, gt=0, description="Step between the windows of turn_split_window_s.")
     turn_naming_min_s: float = Field(
         0.3, ge=0, description="With known speakers, each turn of a named cluster at least this long (seconds) is "
         "embedded on its own and takes the name its voice is closest to when that is another known speaker (a cluster "

@@ -12,7 +12,7 @@ pytest.importorskip("scipy")
 from engines.diarization.transcriber import fit_to_turns, split_by_speaker  # noqa: E402
 from engines.diarization.speakers import (  # noqa: E402
     SpeakerLabeler, SpeakerTimeline, SpeakerTurn, match_known_speakers, name_speakers, name_turns, reassign_turns,
-    speaker_at,
+    speaker_at, split_turns,
 )
 from engines.types import Segment, Word  # noqa: E402
 
@@ -72,6 +72,28 @@ def test_a_turn_moves_to_the_cluster_its_own_voice_is_closest_to():
     assert [(t.start, t.end) for t in out] == [(t.start, t.end) for t in turns]
     assert [t.speaker for t in reassign_turns(turns, vectors, centroids, margin=0.2)] == ["c0", "c1", "c0", "c1"]
     assert reassign_turns(turns, vectors, {"c0": _unit(0.0)}) == turns  # one cluster: nowhere to move
+
+
+def test_a_turn_is_cut_where_its_windows_sound_like_another_cluster():
+    centroids = {"c0": _unit(0.0), "c1": _unit(1.0), "c2": np.full(3, np.nan)}
+    # A 4 s turn of c0, windows of 1.5 s every 0.5 s (starts 0.0 .. 2.5): the last three sound like c1.
+    turn = SpeakerTurn(10.0, 14.0, "c0")
+    windows = [[(10.0 + 0.5 * k, _unit(0.1 if k < 3 else 0.9)) for k in range(6)]]
+    out = split_turns([turn], windows, centroids, window_s=1.5, hop_s=0.5)
+    # The change sits at the centre of the first c1 window less half a hop: 11.5 + 0.5 = 12.0 s.
+    assert out == [SpeakerTurn(10.0, 12.0, "c0"), SpeakerTurn(12.0, 14.0, "c1")]
+    # One window in the middle claims only the hop around its centre.
+    windows = [[(10.0 + 0.5 * k, _unit(0.9 if k == 2 else 0.1)) for k in range(6)]]
+    out = split_turns([turn], windows, centroids, window_s=1.5, hop_s=0.5)
+    assert out == [SpeakerTurn(10.0, 11.5, "c0"), SpeakerTurn(11.5, 12.0, "c1"), SpeakerTurn(12.0, 14.0, "c0")]
+    # The first window claims from the turn's start; the margin keeps a window that is only a little closer.
+    windows = [[(10.0 + 0.5 * k, _unit(0.9 if k == 0 else 0.1)) for k in range(6)]]
+    assert split_turns([turn], windows, centroids, 1.5, 0.5)[0] == SpeakerTurn(10.0, 11.0, "c1")  # centre 10.75 + 0.25
+    windows = [[(10.0 + 0.5 * k, _unit(0.6 if k == 0 else 0.1)) for k in range(6)]]
+    assert split_turns([turn], windows, centroids, 1.5, 0.5, margin=0.2) == [turn]
+    # No windows (a short turn), or one usable cluster: the turn stays whole.
+    assert split_turns([turn], [[]], centroids, 1.5, 0.5) == [turn]
+    assert split_turns([turn], windows, {"c0": _unit(0.0)}, 1.5, 0.5) == [turn]
 
 
 def test_a_turn_of_another_known_voice_inside_a_named_cluster_takes_that_name():

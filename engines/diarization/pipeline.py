@@ -47,7 +47,9 @@ from engines.diarization.segmentation import share_first_layer  # noqa: E402
 from engines.errors import ModelUnavailableError  # noqa: E402
 from engines.longform import release_freed_memory  # noqa: E402
 from engines.parallelism import available_cores  # noqa: E402
-from engines.diarization.speakers import SpeakerTurn, name_speakers, normalize, reassign_turns  # noqa: E402
+from engines.diarization.speakers import (  # noqa: E402
+    SpeakerTurn, name_speakers, normalize, reassign_turns, split_turns,
+)
 from engines.diarization.turn_edges import extend_turn_edges, loud_frames, runs  # noqa: E402
 from engines.config import DiarizerConfig  # noqa: E402
 from engines.types import SAMPLE_RATE  # noqa: E402
@@ -457,39 +459,57 @@ class PyannoteDiarizer:
             for label, vector in zip(output.speaker_diarization.labels(), embeddings):
                 if np.all(np.isfinite(vector)) and np.any(vector):
                     centroids[str(label)] = np.asarray(vector, dtype=np.float64)
-        if self.config.turn_reassign_min_s > 0 and len(centroids) >= 2:
-            vectors = self.turn_vectors(samples, turns, self.config.turn_reassign_min_s)
-            turns = reassign_turns(turns, vectors, centroids, self.config.turn_reassign_margin)
+        c = self.config
+        if (c.turn_reassign_min_s > 0 or c.turn_split_window_s > 0) and len(centroids) >= 2:
+            vectors, windows = self.turn_vectors(samples, turns, c.turn_reassign_min_s or float("inf"),
+                                                 c.turn_split_window_s, c.turn_split_hop_s)
+            if c.turn_reassign_min_s > 0:
+                turns = reassign_turns(turns, vectors, centroids, c.turn_reassign_margin)
+            if c.turn_split_window_s > 0:
+                turns = split_turns(turns, windows, centroids, c.turn_split_window_s, c.turn_split_hop_s,
+                                    c.turn_reassign_margin)
         return Diarization(turns=turns, regions=regions, centroids=centroids, seconds=time.monotonic() - started)
 
-    def turn_vectors(self, samples: np.ndarray, turns: list[SpeakerTurn], min_s: float) -> list[np.ndarray | None]:
-        """Each turn's own embedding (None under `min_s` or too little audio), for turns sorted by start.
+    def turn_vectors(self, samples: np.ndarray, turns: list[SpeakerTurn], min_s: float, window_s: float = 0.0,
+                     hop_s: float = 0.0) -> tuple[list[np.ndarray | None], list[list[tuple[float, np.ndarray]]]]:
+        """Each turn's own embedding (None under `min_s` or too little audio), for turns sorted by start; and, with
+        `window_s`, the (start, embedding) of windows that long every `hop_s` inside each turn at least that long.
 
         Pooled from one CAM++ trunk pass over the recording, as the pipeline pools its chunk embeddings
         (`_BlockFeatures`), so they compare with the clusters' centroids. Embedding every turn as a clip of its
         own cost twice the extra time and scored alike on the tuning half (docs/diarization-evaluation.md,
         round 4). Known speakers compare turns embedded as clips (`embed_span`), as their references are.
         """
-        if self.config.pipeline is not None:  # a Hub pipeline's own embedding model: one clip per turn
-            return [self.embed_span(samples, t.start, t.end) if t.end - t.start >= min_s else None for t in turns]
+        if self.config.pipeline is not None:  # a Hub pipeline's own embedding model: one clip per turn, no windows
+            return ([self.embed_span(samples, t.start, t.end) if t.end - t.start >= min_s else None for t in turns],
+                    [[] for _ in turns])
         model: CamppEmbedding = self.pipeline._embedding.model_
-        out: list[np.ndarray | None] = []
+        vectors: list[np.ndarray | None] = []
+        windows: list[list[tuple[float, np.ndarray]]] = []
         with self._lock, torch.inference_mode(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self._pace()
             features = _BlockFeatures(model, torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32)))
-            for turn in turns:
-                count = round((turn.end - turn.start) * FRAME_RATE)
-                if turn.end - turn.start < min_s or count < MIN_POOL_FRAMES:
-                    out.append(None)
-                    continue
-                frames, valid = features.slice(round(turn.start * FRAME_RATE), count)
+
+            def pooled(start: float, duration: float) -> np.ndarray | None:
+                frames, valid = features.slice(round(start * FRAME_RATE), round(duration * FRAME_RATE))
                 if valid < MIN_POOL_FRAMES:
-                    out.append(None)
-                    continue
+                    return None
                 vector = model.network.pooled_embedding(frames[:, :valid], torch.ones(valid, device=frames.device))
-                out.append(normalize(vector.cpu().numpy())[0])
-        return out
+                return normalize(vector.cpu().numpy())[0]
+
+            for turn in turns:
+                length = turn.end - turn.start
+                enough = length >= min_s and round(length * FRAME_RATE) >= MIN_POOL_FRAMES
+                vectors.append(pooled(turn.start, length) if enough else None)
+                spans: list[tuple[float, np.ndarray]] = []
+                if window_s > 0 and length >= window_s:
+                    for k in range(int((length - window_s) / hop_s + 1e-6) + 1):
+                        vector = pooled(turn.start + k * hop_s, window_s)
+                        if vector is not None:
+                            spans.append((turn.start + k * hop_s, vector))
+                windows.append(spans)
+        return vectors, windows
 
     def known_speakers(self, samples: np.ndarray, diarization: Diarization,
                        references: dict[str, np.ndarray]) -> tuple[list[SpeakerTurn], dict[str, str]]:

@@ -100,6 +100,54 @@ def reassign_turns(
     return out
 
 
+def split_turns(
+    turns: list[SpeakerTurn],
+    windows: list[list[tuple[float, np.ndarray]]],
+    centroids: dict[str, np.ndarray],
+    window_s: float,
+    hop_s: float,
+    margin: float = 0.0,
+) -> list[SpeakerTurn]:
+    """Cut each turn where its own windows sound like another cluster, and give those stretches to it.
+
+    `windows[i]` holds (start, embedding) of windows `window_s` long every `hop_s` inside turn i. A window
+    whose embedding is closer to another cluster's centroid (by more than `margin`) than to the turn's own
+    claims the `hop_s` around its centre, or the turn's edge for the first and last window; runs of windows
+    that claim the same cluster form one stretch. A turn that missed a change of speaker (a short reply inside
+    it, or two voices one after the other) is so cut at the change (docs/diarization-evaluation.md, round 5).
+    """
+    labels = [label for label in centroids if np.all(np.isfinite(centroids[label]))]
+    if len(labels) < 2:
+        return list(turns)
+    c = normalize(np.stack([centroids[label] for label in labels]))
+    out: list[SpeakerTurn] = []
+    for turn, spans in zip(turns, windows):
+        if not spans or turn.speaker not in labels:
+            out.append(turn)
+            continue
+        own = labels.index(turn.speaker)
+        similarity = normalize(np.stack([v for _, v in spans])) @ c.T
+        best = np.argmax(similarity, axis=1)
+        claims = [labels[b] if b != own and s[b] - s[own] > margin else turn.speaker for b, s in zip(best, similarity)]
+        cursor = turn.start
+        i = 0
+        while i < len(claims):
+            j = i
+            while j + 1 < len(claims) and claims[j + 1] == claims[i]:
+                j += 1
+            if claims[i] != turn.speaker:
+                start = turn.start if i == 0 else max(turn.start, spans[i][0] + (window_s - hop_s) / 2)
+                end = turn.end if j == len(claims) - 1 else min(turn.end, spans[j][0] + (window_s + hop_s) / 2)
+                if start > cursor:
+                    out.append(SpeakerTurn(cursor, round(start, 3), turn.speaker))
+                out.append(SpeakerTurn(round(max(start, cursor), 3), round(end, 3), claims[i]))
+                cursor = round(end, 3)
+            i = j + 1
+        if cursor < turn.end:
+            out.append(SpeakerTurn(cursor, turn.end, turn.speaker))
+    return out
+
+
 def name_speakers(
     turns: list[SpeakerTurn],
     centroids: dict[str, np.ndarray],
