@@ -6,6 +6,7 @@ Pure numpy/scipy, so it is unit-tested without torch.
 from __future__ import annotations
 
 import bisect
+import itertools
 import string
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -72,6 +73,12 @@ def match_known_speakers(
     return known
 
 
+def usable_centroids(centroids: dict[str, np.ndarray]) -> tuple[list[str], np.ndarray]:
+    """The labels whose centroid is finite, and those centroids normalised (one row per label)."""
+    labels = [label for label in centroids if np.all(np.isfinite(centroids[label]))]
+    return labels, normalize(np.stack([centroids[label] for label in labels])) if labels else np.zeros((0, 0))
+
+
 def reassign_turns(
     turns: list[SpeakerTurn],
     vectors: list[np.ndarray | None],
@@ -85,10 +92,9 @@ def reassign_turns(
     embedding (`vectors[i]`, None to leave the turn as it is) is the better witness
     (docs/diarization-evaluation.md, round 4).
     """
-    labels = [label for label in centroids if np.all(np.isfinite(centroids[label]))]
+    labels, c = usable_centroids(centroids)
     if len(labels) < 2:
         return list(turns)
-    c = normalize(np.stack([centroids[label] for label in labels]))
     out = []
     for turn, vector in zip(turns, vectors):
         if vector is not None and turn.speaker in labels:
@@ -116,10 +122,9 @@ def split_turns(
     that claim the same cluster form one stretch. A turn that missed a change of speaker (a short reply inside
     it, or two voices one after the other) is so cut at the change (docs/diarization-evaluation.md, round 5).
     """
-    labels = [label for label in centroids if np.all(np.isfinite(centroids[label]))]
+    labels, c = usable_centroids(centroids)
     if len(labels) < 2:
         return list(turns)
-    c = normalize(np.stack([centroids[label] for label in labels]))
     out: list[SpeakerTurn] = []
     for turn, spans in zip(turns, windows):
         if not spans or turn.speaker not in labels:
@@ -130,19 +135,17 @@ def split_turns(
         best = np.argmax(similarity, axis=1)
         claims = [labels[b] if b != own and s[b] - s[own] > margin else turn.speaker for b, s in zip(best, similarity)]
         cursor = turn.start
-        i = 0
-        while i < len(claims):
-            j = i
-            while j + 1 < len(claims) and claims[j + 1] == claims[i]:
-                j += 1
-            if claims[i] != turn.speaker:
-                start = turn.start if i == 0 else max(turn.start, spans[i][0] + (window_s - hop_s) / 2)
-                end = turn.end if j == len(claims) - 1 else min(turn.end, spans[j][0] + (window_s + hop_s) / 2)
-                if start > cursor:
-                    out.append(SpeakerTurn(cursor, round(start, 3), turn.speaker))
-                out.append(SpeakerTurn(round(max(start, cursor), 3), round(end, 3), claims[i]))
-                cursor = round(end, 3)
-            i = j + 1
+        for claim, run in itertools.groupby(range(len(claims)), key=claims.__getitem__):
+            if claim == turn.speaker:
+                continue
+            run = list(run)
+            i, j = run[0], run[-1]
+            start = turn.start if i == 0 else max(turn.start, spans[i][0] + (window_s - hop_s) / 2)
+            end = turn.end if j == len(claims) - 1 else min(turn.end, spans[j][0] + (window_s + hop_s) / 2)
+            if start > cursor:
+                out.append(SpeakerTurn(cursor, round(start, 3), turn.speaker))
+            out.append(SpeakerTurn(round(max(start, cursor), 3), round(end, 3), claim))
+            cursor = round(end, 3)
         if cursor < turn.end:
             out.append(SpeakerTurn(cursor, turn.end, turn.speaker))
     return out
