@@ -161,12 +161,12 @@ class DiarizerConfig(BaseModel):
         "another cluster's centroid than to its own to move.",
     )
     turn_split_window_s: float = Field(
-        1.5, ge=0, description="Each exclusive turn at least this long (seconds) is also embedded in windows of this "
+        0.75, ge=0, description="Each exclusive turn at least this long (seconds) is also embedded in windows of this "
         "length every turn_split_hop_s (pooled as the turns are), and the stretches whose windows are closest to another "
         "cluster's centroid move to that cluster: a change of speaker the turn missed; 0 = off. Chosen on the simulated "
-        "tuning halves (docs/diarization-evaluation.md, round 5).",
+        "tuning halves (docs/diarization-evaluation.md, rounds 5 and 6).",
     )
-    turn_split_hop_s: float = Field(0.5, gt=0, description="Step between the windows of turn_split_window_s.")
+    turn_split_hop_s: float = Field(0.25, gt=0, description="Step between the windows of turn_split_window_s.")
     turn_naming_min_s: float = Field(
         0.3, ge=0, description="With known speakers, each turn of a named cluster at least this long (seconds) is "
         "embedded on its own and takes the name its voice is closest to when that is another known speaker (a cluster "
