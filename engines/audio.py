@@ -44,7 +44,7 @@ def decode_audio(source: str | BinaryIO, max_seconds: float | None = None, param
         if not container.streams.audio:
             raise AudioDecodeError("The file contains no audio stream.", param)
         stream = container.streams.audio[0]
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        resampler = mono_resampler()
         max_samples = int(max_seconds * SAMPLE_RATE) if max_seconds else None
         blocks = SampleBlocks()
         try:
@@ -68,6 +68,18 @@ def decode_audio(source: str | BinaryIO, max_seconds: float | None = None, param
     if blocks.total == 0:
         raise AudioDecodeError("The audio file contains no audio samples.", param)
     return Audio(samples=blocks.join())
+
+
+def mono_resampler() -> av.AudioResampler:
+    """A resampler to 16 kHz mono float32 whose FFmpeg filter graph runs on the calling thread.
+
+    From PyAV 18.1.1 the graph gets worker threads by default (`threads=0`), and they live until the garbage
+    collector frees the graph: two threads more with every request. PyAV 18.1.0 takes no `threads` and starts none.
+    """
+    try:
+        return av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE, threads=1)
+    except TypeError:
+        return av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
 
 
 class SampleBlocks:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
+from engines.audio import mono_resampler
 from engines.types import SAMPLE_RATE
 
 
@@ -61,11 +62,12 @@ class LiveAudioDecoder:
     def __init__(self, fmt: RawFormat):
         self.format = fmt
         self._carry = b""
-        self._resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        self._resampler = mono_resampler()
 
     def close(self) -> None:
-        """Free the resampler now: its FFmpeg filter graph holds two worker threads until it is freed,
-        and a session object may outlive its connection until the garbage collector finds it."""
+        """Free the resampler now: its FFmpeg filter graph may hold worker threads until it is freed (PyAV
+        before `mono_resampler`'s `threads=1`), and a session object may outlive its connection until the
+        garbage collector finds it."""
         self._resampler = None
 
     def decode(self, data: bytes) -> np.ndarray:
