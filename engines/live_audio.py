@@ -65,9 +65,8 @@ class LiveAudioDecoder:
         self._resampler = mono_resampler()
 
     def close(self) -> None:
-        """Free the resampler now: its FFmpeg filter graph may hold worker threads until it is freed (PyAV
-        before `mono_resampler`'s `threads=1`), and a session object may outlive its connection until the
-        garbage collector finds it."""
+        """Free the resampler (its FFmpeg filter graph) now: a session object may outlive its connection until
+        the garbage collector finds it."""
         self._resampler = None
 
     def decode(self, data: bytes) -> np.ndarray:
