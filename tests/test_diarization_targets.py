@@ -57,7 +57,10 @@ def _files(name: str):
     return shared(f"{MIXES}/{name}.wav"), shared(f"{MIXES}/{name}.rttm")
 
 
-@pytest.mark.parametrize(("name", "bound"), [("sample", 0.08), ("mix_2spk_mf", 0.05), ("mix_3spk", 0.05)])
+# The overlap-aware regions, no collar. sample scored 5.1% until round 7; since the regions follow the turn steps
+# (docs/diarization-evaluation.md, round 7) it scores 8.0%: round 4's reassignment gives one 0.7 s turn of the
+# second voice (7.6-8.3 s) to the first, as the exclusive turns have done since round 4.
+@pytest.mark.parametrize(("name", "bound"), [("sample", 0.09), ("mix_2spk_mf", 0.05), ("mix_3spk", 0.05)])
 def test_der_and_speaker_count(diarize, name, bound):
     wav, rttm = _files(name)
     reference = read_rttm(rttm)
@@ -94,8 +97,9 @@ AMI = "diarization/real/ami_excerpts"
 # (excerpt, speakers found may differ from the true count by, DER bound). Measured (docs/diarization-evaluation.md,
 # round 2: spectral clustering, then split / dissolve / merge): dev00 2 of 2 speakers, DER 28.7%; dev01 1 of 2, DER
 # 47.1% (round 1: 3 of 2, 38.8%; 2 of 2, 60.9%: the merge that fixed the over-split also joins dev01's two voices).
-# The issue's targets (count exact, DER <= 15%) are not met here: these are regression bounds with a margin.
-@pytest.mark.parametrize(("name", "count_slack", "bound"), [("dev00", 0, 0.35), ("dev01", 1, 0.55)])
+# Round 7 (the regions follow the turn steps): dev00 9.4% (the steps' corrections now reach the regions), dev01
+# 47.1%. The issue's targets (count exact, DER <= 15%) are not met on dev01: these are regression bounds with a margin.
+@pytest.mark.parametrize(("name", "count_slack", "bound"), [("dev00", 0, 0.15), ("dev01", 1, 0.55)])
 def test_ami_excerpts_with_five_seconds_per_speaker(diarize, name, count_slack, bound):
     """Recordings it was never tuned on (issue 19): the two AMI excerpts where every speaker says 5 s or more.
 

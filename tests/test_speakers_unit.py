@@ -11,8 +11,8 @@ pytest.importorskip("scipy")
 
 from engines.diarization.transcriber import fit_to_turns, split_by_speaker  # noqa: E402
 from engines.diarization.speakers import (  # noqa: E402
-    SpeakerLabeler, SpeakerTimeline, SpeakerTurn, match_known_speakers, name_speakers, name_turns, reassign_turns,
-    speaker_at, split_turns,
+    SpeakerLabeler, SpeakerTimeline, SpeakerTurn, match_known_speakers, name_speakers, name_turns, overlapped_regions,
+    reassign_turns, speaker_at, split_turns,
 )
 from engines.types import Segment, Word  # noqa: E402
 
@@ -94,6 +94,32 @@ def test_a_turn_is_cut_where_its_windows_sound_like_another_cluster():
     # No windows (a short turn), or one usable cluster: the turn stays whole.
     assert split_turns([turn], [[]], centroids, 1.5, 0.5) == [turn]
     assert split_turns([turn], windows, {"c0": _unit(0.0)}, 1.5, 0.5) == [turn]
+
+
+def test_the_overlap_aware_regions_follow_the_corrected_turns_and_keep_the_second_voice():
+    # The reconstruction heard A 0-5 s, B 4-8 s and C 6-7 s; its exclusive turns were A 0-4.5, B 4.5-8.
+    regions = [SpeakerTurn(0.0, 5.0, "A"), SpeakerTurn(4.0, 8.0, "B"), SpeakerTurn(6.0, 7.0, "C")]
+    before = [SpeakerTurn(0.0, 4.5, "A"), SpeakerTurn(4.5, 8.0, "B")]
+    # A turn step gave 2-3 s to C (a reply inside A's turn) and 6.5-8 s of B's turn to A.
+    turns = [SpeakerTurn(0.0, 2.0, "A"), SpeakerTurn(2.0, 3.0, "C"), SpeakerTurn(3.0, 4.5, "A"),
+             SpeakerTurn(4.5, 6.5, "B"), SpeakerTurn(6.5, 8.0, "A")]
+    out = overlapped_regions(turns, before, regions)
+    assert out == [
+        SpeakerTurn(0.0, 2.0, "A"),
+        SpeakerTurn(2.0, 3.0, "C"),  # the correction holds: A is not heard under it
+        SpeakerTurn(3.0, 5.0, "A"),  # A's turn, then A as the second voice of 4-5 s
+        SpeakerTurn(4.0, 6.5, "B"),  # B as the second voice of 4-4.5 s, then B's turn; B lost 6.5-8 s to the step
+        SpeakerTurn(6.0, 7.0, "C"),  # the third voice of 6-7 s
+        SpeakerTurn(6.5, 8.0, "A"),
+    ]
+    # A step that gives an overlapped stretch to the other voice heard there (4.5-5 s) keeps the first one as the
+    # second voice; where the regions heard B alone (5-6 s), A replaces B.
+    swapped = turns[:3] + [SpeakerTurn(4.5, 6.0, "A"), SpeakerTurn(6.0, 8.0, "B")]
+    assert overlapped_regions(swapped, before, regions)[2:5] == [
+        SpeakerTurn(3.0, 6.0, "A"), SpeakerTurn(4.0, 5.0, "B"), SpeakerTurn(6.0, 8.0, "B")]
+    # Time only the regions cover keeps their labels; without regions the turns are returned as they are.
+    assert SpeakerTurn(9.0, 9.5, "B") in overlapped_regions(turns, before, regions + [SpeakerTurn(9.0, 9.5, "B")])
+    assert overlapped_regions(turns, before, []) == turns
 
 
 def test_a_turn_of_another_known_voice_inside_a_named_cluster_takes_that_name():

@@ -48,7 +48,7 @@ from engines.errors import ModelUnavailableError  # noqa: E402
 from engines.longform import release_freed_memory  # noqa: E402
 from engines.parallelism import available_cores  # noqa: E402
 from engines.diarization.speakers import (  # noqa: E402
-    SpeakerTurn, name_speakers, normalize, reassign_turns, split_turns,
+    SpeakerTurn, name_speakers, normalize, overlapped_regions, reassign_turns, split_turns,
 )
 from engines.diarization.turn_edges import extend_turn_edges, loud_frames, runs  # noqa: E402
 from engines.config import DiarizerConfig  # noqa: E402
@@ -460,6 +460,7 @@ class PyannoteDiarizer:
                 if np.all(np.isfinite(vector)) and np.any(vector):
                     centroids[str(label)] = np.asarray(vector, dtype=np.float64)
         c = self.config
+        before = turns
         if (c.turn_reassign_min_s > 0 or c.turn_split_window_s > 0) and len(centroids) >= 2:
             vectors, windows = self.turn_vectors(samples, turns, c.turn_reassign_min_s or float("inf"),
                                                  c.turn_split_window_s, c.turn_split_hop_s)
@@ -468,6 +469,7 @@ class PyannoteDiarizer:
             if c.turn_split_window_s > 0:
                 turns = split_turns(turns, windows, centroids, c.turn_split_window_s, c.turn_split_hop_s,
                                     c.turn_reassign_margin)
+            regions = overlapped_regions(turns, before, regions)
         return Diarization(turns=turns, regions=regions, centroids=centroids, seconds=time.monotonic() - started)
 
     def turn_vectors(self, samples: np.ndarray, turns: list[SpeakerTurn], min_s: float, window_s: float = 0.0,
