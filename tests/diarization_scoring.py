@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pyannote.core import Annotation, Segment
+from pyannote.core import Annotation, Segment, Timeline
 
 from engines.diarization.speakers import SpeakerLabeler, SpeakerTurn
 
@@ -45,3 +45,18 @@ def attribution(reference: Annotation, hyp: Annotation, enrolled: list[str]) -> 
         if speaker in enrolled:
             total += segment.duration
     return (right / total if total else float("nan")), stolen
+
+
+def one_at_a_time(reference: Annotation) -> Annotation:
+    """The reference with one speaker at a time: where voices overlap, the one whose turn began first.
+
+    Its DER is the floor of any one-speaker-at-a-time output (the exclusive turns, the `diarized_json` segments):
+    the overlapped speech it cannot cover.
+    """
+    exclusive = Annotation(uri=reference.uri)
+    taken = Timeline()
+    for segment, track, speaker in sorted(reference.itertracks(yield_label=True), key=lambda x: (x[0].start, x[0].end)):
+        for free in Timeline([segment]).extrude(taken):
+            exclusive[free, track] = speaker
+        taken = taken.union(Timeline([segment])).support()
+    return exclusive
