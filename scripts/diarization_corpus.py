@@ -239,7 +239,8 @@ def corpus_eval(args, settings, registry) -> None:
         excl = DiarizationErrorRate(collar=0.25, skip_overlap=False)(reference, hypothesis(result.turns, {}), uem=uem, detailed=True)
         row["excl25"] = excl["diarization error rate"]
         row["excl_error25"] = excl["missed detection"] + excl["false alarm"] + excl["confusion"]
-        row["floor25"] = DiarizationErrorRate(collar=0.25, skip_overlap=False)(reference, one_at_a_time(reference), uem=uem)
+        row["floor25"] = DiarizationErrorRate(collar=0.25, skip_overlap=False)(
+            reference, one_at_a_time(reference), uem=uem)
         row["jer"] = JaccardErrorRate(collar=0.0, skip_overlap=False)(reference, regions, uem=uem)
         if asr is not None:
             user = DiarizationErrorRate(collar=0.25, skip_overlap=False)(
@@ -287,8 +288,8 @@ def corpus_eval(args, settings, registry) -> None:
 
 def print_tables(sets: dict[str, list[dict]]) -> None:
     print("\n| set | files | minutes | DER no collar (mean / pooled) | missed / FA / confusion | DER 0.25 s (mean / pooled) "
-          "| exclusive DER 0.25 s (mean) | one-at-a-time floor (mean) | JER (mean) | count right | |found − true| (mean) | enrolled speakers ≥ 95% named "
-          "(min / mean share) | unenrolled speech named | enrolled speech misnamed |")
+          "| exclusive DER 0.25 s (mean) | one-at-a-time floor (mean) | JER (mean) | count right | |found − true| (mean) "
+          "| enrolled speakers ≥ 95% named (min / mean share) | unenrolled speech named | enrolled speech misnamed |")
     print("|---|---:|---:|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|")
     for name, rows in sets.items():
         total = sum(r["total"] for r in rows)

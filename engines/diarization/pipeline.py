@@ -61,7 +61,7 @@ log = logging.getLogger("oyez.diarize")
 @dataclass(frozen=True)
 class Diarization:
     turns: list[SpeakerTurn]  # exclusive: at most one speaker at any time (for words)
-    regions: list[SpeakerTurn] = field(default_factory=list)  # with overlapped speech (for scoring)
+    regions: list[SpeakerTurn] = field(default_factory=list)  # with overlapped speech, from the turns (for scoring)
     centroids: dict[str, np.ndarray] = field(default_factory=dict)  # speaker -> mean embedding
     seconds: float = 0.0  # wall time spent
 

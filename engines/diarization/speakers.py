@@ -159,8 +159,9 @@ def overlapped_regions(turns: list[SpeakerTurn], before: list[SpeakerTurn], regi
     `before` are the exclusive turns as the reconstruction cut them, before the turn steps relabelled stretches of
     them. Where a step gave a stretch to a voice the regions heard there too, it only chose which voice comes first
     and every other voice heard stays; where it gave it to a voice the regions did not hear, the voice it took the
-    stretch from is the one it corrected, and that one is not added back. Time only `regions` cover keeps their labels. Without this the overlap-aware view missed every correction
-    of the turn steps (docs/diarization-evaluation.md, round 7). On a `frame_s` grid, for speed on long audio.
+    stretch from is the one it corrected, and that one is not added back. Time only `regions` cover keeps their
+    labels. Without this the overlap-aware view missed every correction of the turn steps
+    (docs/diarization-evaluation.md, round 7). On a `frame_s` grid, for speed on long audio.
     """
     if not regions:
         return list(turns)
