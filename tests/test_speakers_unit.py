@@ -106,7 +106,7 @@ def test_the_overlap_aware_regions_follow_the_corrected_turns_and_keep_the_secon
     out = overlapped_regions(turns, before, regions)
     assert out == [
         SpeakerTurn(0.0, 2.0, "A"),
-        SpeakerTurn(2.0, 3.0, "C"),  # the correction holds: A is not heard under it
+        SpeakerTurn(2.0, 3.0, "C"),  # the correction holds: the regions heard A alone there, so A is not added
         SpeakerTurn(3.0, 5.0, "A"),  # A's turn, then A as the second voice of 4-5 s
         SpeakerTurn(4.0, 6.5, "B"),  # B as the second voice of 4-4.5 s, then B's turn; B lost 6.5-8 s to the step
         SpeakerTurn(6.0, 7.0, "C"),  # the third voice of 6-7 s

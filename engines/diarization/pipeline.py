@@ -48,9 +48,9 @@ from engines.errors import ModelUnavailableError  # noqa: E402
 from engines.longform import release_freed_memory  # noqa: E402
 from engines.parallelism import available_cores  # noqa: E402
 from engines.diarization.speakers import (  # noqa: E402
-    SpeakerTurn, name_speakers, normalize, overlapped_regions, reassign_turns, split_turns,
+    SpeakerTurn, name_speakers, normalize, overlapped_regions, reassign_turns, runs, split_turns,
 )
-from engines.diarization.turn_edges import extend_turn_edges, loud_frames, runs  # noqa: E402
+from engines.diarization.turn_edges import extend_turn_edges, loud_frames  # noqa: E402
 from engines.config import DiarizerConfig  # noqa: E402
 from engines.types import SAMPLE_RATE  # noqa: E402
 

@@ -151,6 +151,12 @@ def split_turns(
     return out
 
 
+def runs(active: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) of each stretch of True."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], active.astype(np.int8), [0]])))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+
+
 def overlapped_regions(turns: list[SpeakerTurn], before: list[SpeakerTurn], regions: list[SpeakerTurn],
                        frame_s: float = 0.01) -> list[SpeakerTurn]:
     """Who spoke when, overlap included, from the final exclusive `turns`: each turn as it is, and where `regions`
@@ -189,9 +195,7 @@ def overlapped_regions(turns: list[SpeakerTurn], before: list[SpeakerTurn], regi
     for i, label in enumerate(labels):
         active = (final == i) | (heard[i] & (final < 0))
         active |= heard[i] & overlapped & (confirmed | (first != i))
-        edges = np.flatnonzero(np.diff(np.concatenate([[0], active.astype(np.int8), [0]])))
-        out.extend(SpeakerTurn(round(a * frame_s, 3), round(b * frame_s, 3), label)
-                   for a, b in zip(edges[::2].tolist(), edges[1::2].tolist()))
+        out.extend(SpeakerTurn(round(a * frame_s, 3), round(b * frame_s, 3), label) for a, b in runs(active))
     return sorted(out, key=lambda t: (t.start, t.speaker))
 
 

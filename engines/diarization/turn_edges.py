@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from engines.diarization.speakers import SpeakerTurn
+from engines.diarization.speakers import SpeakerTurn, runs
 
 FRAME_S = 0.02
 BLOCK_FRAMES = 3000  # one minute
@@ -77,12 +77,6 @@ def loud_frames(samples: np.ndarray, speech: Sequence[SpeakerTurn] = (), sample_
         if 0 < a and b < loud.size and b - a <= bridge_frames:
             loud[a:b] = True
     return loud
-
-
-def runs(active: np.ndarray) -> list[tuple[int, int]]:
-    """[start, end) of each stretch of True."""
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], active.astype(np.int8), [0]])))
-    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
 
 
 def extend_turn_edges(turns: list[SpeakerTurn], loud: np.ndarray, max_s: float) -> list[SpeakerTurn]:
