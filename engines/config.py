@@ -147,6 +147,12 @@ class DiarizerConfig(BaseModel):
         0.5, ge=0, description="How far a speaker turn may grow over adjoining sound: 10 dB over the floor, or 4 robust "
         "sigmas over the background where nobody speaks (engines/diarization/turn_edges.py; 0 = off)."
     )
+    segment_overlap_s: float = Field(
+        2.0, ge=0, description="How far (seconds) each edge of a diarized_json segment may move out over its speaker's "
+        "voice where the diarization hears it beneath another speaker's, so that two speakers' segments overlap where "
+        "they talked at once (engines/diarization/transcriber.py, widen_over_voice); 0 = segments never overlap. "
+        "Chosen on the simulated tuning half (docs/diarization-evaluation.md, round 8).",
+    )
     match_threshold: float = Field(
         0.5, description="Cosine similarity a voice needs with a known speaker's reference to get that name."
     )

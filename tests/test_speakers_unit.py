@@ -11,7 +11,7 @@ pytest.importorskip("scipy")
 
 from engines.diarization.transcriber import fit_to_turns, split_by_speaker  # noqa: E402
 from engines.diarization.speakers import (  # noqa: E402
-    SpeakerLabeler, SpeakerTimeline, SpeakerTurn, match_known_speakers, name_speakers, name_turns, overlapped_regions,
+    SpeakerLabeler, SpeakerRuns, SpeakerTimeline, SpeakerTurn, match_known_speakers, name_speakers, name_turns, overlapped_regions,
     reassign_turns, speaker_at, split_turns,
 )
 from engines.types import Segment, Word  # noqa: E402
@@ -232,6 +232,45 @@ def test_segment_times_move_to_their_speakers_turn_edges_within_bounds():
         ("x", 16.0, 19.0),  # at most 1 s outwards on each side
     ]
     assert [s.text for s in out] == [s.text for s in segs]
+
+
+def test_segments_grow_over_their_speakers_voice_beneath_another_and_never_over_their_own():
+    # x talks 0-10 s; y cuts in at 4-5 s ("yeah") while x talks on, and answers at 9-12 s over x's last second.
+    # The exclusive turns give each overlap to one voice; the regions hear both.
+    turns = [SpeakerTurn(0.0, 4.0, "x"), SpeakerTurn(4.0, 5.0, "y"), SpeakerTurn(5.0, 9.0, "x"),
+             SpeakerTurn(9.0, 12.0, "y")]
+    voices = [SpeakerTurn(0.0, 10.0, "x"), SpeakerTurn(4.0, 5.0, "y"), SpeakerTurn(9.0, 12.0, "y")]
+    segs = [
+        _segment([("so", 0.2, 0.5), ("we", 0.6, 3.8)]),
+        _segment([("yeah", 4.1, 4.6)]),
+        _segment([("then", 5.2, 5.6), ("more", 5.7, 8.8)]),
+        _segment([("right", 9.3, 11.5)]),
+    ]
+    spans = [(s.speaker, round(s.start, 2), round(s.end, 2))
+             for s in split_by_speaker(iter(segs), turns, SpeakerLabeler({}), voices=voices, overlap_s=2.0)]
+    assert spans == [
+        ("A", 0.0, 5.0),  # on beneath y's "yeah", up to x's own next turn (its words are the third segment's)
+        ("B", 4.0, 5.0),
+        ("A", 5.0, 10.0),  # never back over its own first segment; on beneath y's answer to where x stops
+        ("B", 9.0, 12.0),
+    ]
+    # Without overlap_s (or regions) the segments stay exclusive, as before.
+    exclusive = [(s.speaker, round(s.start, 2), round(s.end, 2))
+                 for s in split_by_speaker(iter(segs), turns, SpeakerLabeler({}), voices=voices, overlap_s=0.0)]
+    assert exclusive == [("A", 0.0, 4.0), ("B", 4.0, 5.0), ("A", 5.0, 9.0), ("B", 9.0, 12.0)]
+    # At most overlap_s past the fitted edge: the first segment stops at 4.5 s and the third reaches back to it.
+    bounded = [(s.speaker, round(s.start, 2), round(s.end, 2))
+               for s in split_by_speaker(iter(segs), turns, SpeakerLabeler({}), voices=voices, overlap_s=0.5)]
+    assert bounded == [("A", 0.0, 4.5), ("B", 4.0, 5.0), ("A", 4.5, 9.5), ("B", 9.0, 12.0)]
+
+
+def test_speaker_runs_join_touching_turns_and_find_neighbours():
+    runs = SpeakerRuns([SpeakerTurn(0.0, 1.0, "x"), SpeakerTurn(1.0, 2.0, "x"), SpeakerTurn(3.0, 4.0, "x"),
+                        SpeakerTurn(1.5, 3.5, "y")])
+    assert runs.around("x", 0.5) == (0.0, 2.0) and runs.around("x", 2.0) == (0.0, 2.0)
+    assert runs.around("x", 2.5) is None and runs.around("z", 1.0) is None
+    assert runs.last_end_by("x", 3.0) == 2.0 and runs.last_end_by("x", 1.9) is None
+    assert runs.first_start_from("x", 2.1) == 3.0 and runs.first_start_from("y", 2.0) is None
 
 
 def test_one_speaker_segment_keeps_its_text_and_tokens():

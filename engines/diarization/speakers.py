@@ -355,6 +355,38 @@ class SpeakerTimeline:
         return nearest.speaker
 
 
+class SpeakerRuns:
+    """Each speaker's stretches of voice (touching turns joined), looked up by bisection."""
+
+    def __init__(self, turns: list[SpeakerTurn]):
+        joined: dict[str, list[list[float]]] = {}
+        for t in sorted(turns, key=lambda t: (t.start, t.end)):
+            mine = joined.setdefault(t.speaker, [])
+            if mine and t.start <= mine[-1][1]:
+                mine[-1][1] = max(mine[-1][1], t.end)
+            else:
+                mine.append([t.start, t.end])
+        self._starts = {k: [r[0] for r in v] for k, v in joined.items()}
+        self._ends = {k: [r[1] for r in v] for k, v in joined.items()}
+
+    def around(self, speaker: str, t: float) -> tuple[float, float] | None:
+        """The stretch of `speaker` that holds time `t` (edges included), or None."""
+        starts, ends = self._starts.get(speaker, []), self._ends.get(speaker, [])
+        i = bisect.bisect_left(ends, t)
+        return (starts[i], ends[i]) if i < len(starts) and starts[i] <= t else None
+
+    def last_end_by(self, speaker: str, t: float) -> float | None:
+        """The end of `speaker`'s last stretch that is over by time `t`, or None."""
+        i = bisect.bisect_right(self._ends.get(speaker, []), t)
+        return self._ends[speaker][i - 1] if i else None
+
+    def first_start_from(self, speaker: str, t: float) -> float | None:
+        """The start of `speaker`'s first stretch that begins at or after time `t`, or None."""
+        starts = self._starts.get(speaker, [])
+        i = bisect.bisect_left(starts, t)
+        return starts[i] if i < len(starts) else None
+
+
 def speaker_at(turns: list[SpeakerTurn], start: float, end: float) -> str | None:
     """`SpeakerTimeline(turns).speaker_at(start, end)`, for a single lookup."""
     return SpeakerTimeline(turns).speaker_at(start, end)

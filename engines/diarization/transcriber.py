@@ -7,12 +7,15 @@ transcription); segments then stream out as the decoder produces them.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import replace
 from typing import Iterable, Iterator
 
 from engines.audio import Audio
-from engines.diarization.speakers import SpeakerLabeler, SpeakerTimeline, SpeakerTurn
+from engines.diarization.speakers import (
+    SpeakerLabeler, SpeakerRuns, SpeakerTimeline, SpeakerTurn, overlapped_regions,
+)
 from engines.types import Segment, TranscribeOptions, TranscriptionStream, Word
 
 log = logging.getLogger("oyez.diarize")
@@ -21,6 +24,7 @@ log = logging.getLogger("oyez.diarize")
 # a few hundred ms off, while more than a second of turn without words is speech Whisper did not
 # transcribe, which no segment should claim.
 MAX_EDGE_EXTENSION_S = 1.0
+_EPS = 1e-6  # float slack where a segment edge sits exactly on a turn edge
 
 
 class DiarizingTranscriber:
@@ -53,25 +57,36 @@ class DiarizingTranscriber:
             sum(a.speaker != b.speaker for a, b in zip(turns, diarization.turns)),
         )
         inner = self.asr.transcribe(audio, replace(options, word_timestamps=True))
+        overlap_s = getattr(getattr(self.diarizer, "config", None), "segment_overlap_s", 0.0)
+        voices = diarization.regions
+        if overlap_s > 0 and turns != diarization.turns:  # names per turn moved turns: the voices follow them
+            voices = overlapped_regions(turns, diarization.turns, diarization.regions)
         # relabelled, not rebuilt: long audio updates the inner stream's usage window by window.
-        return inner.relabelled(split_by_speaker(inner, turns, SpeakerLabeler(known)))
+        return inner.relabelled(split_by_speaker(inner, turns, SpeakerLabeler(known),
+                                                 voices=voices, overlap_s=overlap_s))
 
 
 def split_by_speaker(
-    segments: Iterable[Segment], turns: list[SpeakerTurn], labeler: SpeakerLabeler
+    segments: Iterable[Segment], turns: list[SpeakerTurn], labeler: SpeakerLabeler,
+    voices: list[SpeakerTurn] = (), overlap_s: float = 0.0,
 ) -> Iterator[Segment]:
     """Label segments with speakers, splitting a segment wherever its words change speaker.
 
     Each word goes to the speaker who talks most over its time span (the turns are
     exclusive, so no word is duplicated), and each segment's times are then fitted to its
-    speaker's turns (`fit_to_turns`). Public labels are given in order of first appearance
-    in the output; segments are renumbered in output order.
+    speaker's turns (`fit_to_turns`) and, with `overlap_s`, grown over its speaker's voice
+    beneath the neighbours' (`widen_over_voice`; `voices` is the diarization with overlapped
+    speech). Public labels are given in order of first appearance in the output; segments
+    are renumbered in output order.
     """
     index = 0
     timeline = SpeakerTimeline(turns)
     try:
         pieces = (piece for segment in segments for piece in _split(segment, timeline))
-        for piece in fit_to_turns(pieces, timeline):
+        fitted = fit_to_turns(pieces, timeline)
+        if overlap_s > 0 and voices:
+            fitted = widen_over_voice(fitted, SpeakerRuns(voices), SpeakerRuns(turns), overlap_s)
+        for piece in fitted:
             yield replace(piece, id=index, speaker=labeler.label(piece.speaker))
             index += 1
     finally:
@@ -100,6 +115,44 @@ def fit_to_turns(segments: Iterable[Segment], timeline: SpeakerTimeline,
         pending = segment
     if pending is not None:
         yield _fit(pending, timeline, previous_end, float("inf"), max_extension)
+
+
+def widen_over_voice(segments: Iterable[Segment], voices: SpeakerRuns, turns: SpeakerRuns,
+                     max_s: float) -> Iterator[Segment]:
+    """Segments grown, at most `max_s` each way, over the stretch where their speaker's voice is heard around them.
+
+    The exclusive turns give overlapped speech to one voice only, so a segment stops where another speaker cuts in
+    although its own speaker talks on beneath. `voices` (the diarization with overlapped speech) still hear it
+    there: each edge moves out to the end of that stretch. Segments of two speakers may then overlap in time,
+    as the voices did. An edge never crosses a segment of its own speaker, nor reaches into another of that
+    speaker's exclusive `turns` (whose words are another segment's), and segments stay in order of their starts
+    (one segment is held back until the next is known). Chosen on the simulated tuning half (docs/diarization-evaluation.md, round 8).
+    """
+    pending, previous_start, last_end = None, 0.0, {}  # last_end: speaker -> end of their last segment out
+    for segment in itertools.chain(segments, [None]):
+        if pending is not None:
+            widened = _widen(pending, segment, previous_start, last_end.get(pending.speaker, 0.0), voices, turns,
+                             max_s)
+            previous_start, last_end[widened.speaker] = widened.start, widened.end
+            yield widened
+        pending = segment
+
+
+def _widen(segment: Segment, following: Segment | None, previous_start: float, own_end: float,
+           voices: SpeakerRuns, turns: SpeakerRuns, max_s: float) -> Segment:
+    speaker, start, end = segment.speaker, segment.start, segment.end
+    if not speaker:
+        return segment
+    own_before = turns.last_end_by(speaker, start + _EPS)
+    low = min(start, max(previous_start, own_end, own_before if own_before is not None else 0.0))
+    high = following.start if following is not None and following.speaker == speaker else float("inf")
+    own_after = turns.first_start_from(speaker, end - _EPS)
+    high = max(end, min(high, own_after if own_after is not None else float("inf")))
+    if (stretch := voices.around(speaker, start)) is not None:
+        start = max(stretch[0], start - max_s, low)
+    if (stretch := voices.around(speaker, end)) is not None:
+        end = min(stretch[1], end + max_s, high)
+    return segment if (start, end) == (segment.start, segment.end) else replace(segment, start=start, end=end)
 
 
 def _fit(segment: Segment, timeline: SpeakerTimeline, not_before: float, not_after: float,
