@@ -152,6 +152,7 @@ def _widen(segment: Segment, following: Segment | None, previous_start: float, o
         start = max(stretch[0], start - max_s, low)
     if (stretch := voices.around(speaker, end)) is not None:
         end = min(stretch[1], end + max_s, high)
+    start = max(start, min(own_end, end))  # an earlier segment of this speaker reached past a segment between
     return segment if (start, end) == (segment.start, segment.end) else replace(segment, start=start, end=end)
 
 
