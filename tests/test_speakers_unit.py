@@ -11,8 +11,8 @@ pytest.importorskip("scipy")
 
 from engines.diarization.transcriber import fit_to_turns, split_by_speaker  # noqa: E402
 from engines.diarization.speakers import (  # noqa: E402
-    SpeakerLabeler, SpeakerRuns, SpeakerTimeline, SpeakerTurn, match_known_speakers, name_speakers, name_turns, overlapped_regions,
-    reassign_turns, speaker_at, split_turns,
+    SpeakerLabeler, SpeakerRuns, SpeakerTimeline, SpeakerTurn, match_known_speakers, name_speakers, name_turns,
+    overlapped_regions, reassign_turns, speaker_at, split_turns,
 )
 from engines.types import Segment, Word  # noqa: E402
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import logging
 from dataclasses import replace
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 from engines.audio import Audio
 from engines.diarization.speakers import (
@@ -68,7 +68,7 @@ class DiarizingTranscriber:
 
 def split_by_speaker(
     segments: Iterable[Segment], turns: list[SpeakerTurn], labeler: SpeakerLabeler,
-    voices: list[SpeakerTurn] = (), overlap_s: float = 0.0,
+    voices: Sequence[SpeakerTurn] = (), overlap_s: float = 0.0,
 ) -> Iterator[Segment]:
     """Label segments with speakers, splitting a segment wherever its words change speaker.
 
@@ -126,7 +126,8 @@ def widen_over_voice(segments: Iterable[Segment], voices: SpeakerRuns, turns: Sp
     there: each edge moves out to the end of that stretch. Segments of two speakers may then overlap in time,
     as the voices did. An edge never crosses a segment of its own speaker, nor reaches into another of that
     speaker's exclusive `turns` (whose words are another segment's), and segments stay in order of their starts
-    (one segment is held back until the next is known). Chosen on the simulated tuning half (docs/diarization-evaluation.md, round 8).
+    (one segment is held back until the next is known). Chosen on the simulated tuning half
+    (docs/diarization-evaluation.md, round 8).
     """
     pending, previous_start, last_end = None, 0.0, {}  # last_end: speaker -> end of their last segment out
     for segment in itertools.chain(segments, [None]):
