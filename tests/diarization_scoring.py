@@ -50,8 +50,8 @@ def attribution(reference: Annotation, hyp: Annotation, enrolled: list[str]) -> 
 def one_at_a_time(reference: Annotation) -> Annotation:
     """The reference with one speaker at a time: where voices overlap, the one whose turn began first.
 
-    Its DER is the floor of any one-speaker-at-a-time output (the exclusive turns, the `diarized_json` segments):
-    the overlapped speech it cannot cover.
+    Its DER is the floor of any one-speaker-at-a-time output (the exclusive turns; the `diarized_json` segments until
+    they could overlap, round 8): the overlapped speech it cannot cover.
     """
     exclusive = Annotation(uri=reference.uri)
     taken = Timeline()

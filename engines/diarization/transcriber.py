@@ -57,7 +57,7 @@ class DiarizingTranscriber:
             sum(a.speaker != b.speaker for a, b in zip(turns, diarization.turns)),
         )
         inner = self.asr.transcribe(audio, replace(options, word_timestamps=True))
-        overlap_s = getattr(getattr(self.diarizer, "config", None), "segment_overlap_s", 0.0)
+        overlap_s = self.diarizer.config.segment_overlap_s
         voices = diarization.regions
         if overlap_s > 0 and turns != diarization.turns:  # names per turn moved turns: the voices follow them
             voices = overlapped_regions(turns, diarization.turns, diarization.regions)
@@ -142,10 +142,8 @@ def widen_over_voice(segments: Iterable[Segment], voices: SpeakerRuns, turns: Sp
 def _widen(segment: Segment, following: Segment | None, previous_start: float, own_end: float,
            voices: SpeakerRuns, turns: SpeakerRuns, max_s: float) -> Segment:
     speaker, start, end = segment.speaker, segment.start, segment.end
-    if not speaker:
-        return segment
     own_before = turns.last_end_by(speaker, start + _EPS)
-    low = min(start, max(previous_start, own_end, own_before if own_before is not None else 0.0))
+    low = min(start, max(previous_start, own_before if own_before is not None else 0.0))
     high = following.start if following is not None and following.speaker == speaker else float("inf")
     own_after = turns.first_start_from(speaker, end - _EPS)
     high = max(end, min(high, own_after if own_after is not None else float("inf")))
@@ -153,7 +151,7 @@ def _widen(segment: Segment, following: Segment | None, previous_start: float, o
         start = max(stretch[0], start - max_s, low)
     if (stretch := voices.around(speaker, end)) is not None:
         end = min(stretch[1], end + max_s, high)
-    start = max(start, min(own_end, end))  # an earlier segment of this speaker reached past a segment between
+    start = max(start, min(own_end, end))  # never back over this speaker's previous segment, which may reach past it
     return segment if (start, end) == (segment.start, segment.end) else replace(segment, start=start, end=end)
 
 
